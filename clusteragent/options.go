@@ -1,0 +1,137 @@
+// Package clusteragent runs the in-cluster agent set. Each agent is a role
+// (a sub-package) of one binary; today: connect, the clusterconnect-agent.
+package clusteragent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/pkg/logging"
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+)
+
+// In-cluster defaults: the API server as every pod sees it.
+const (
+	inClusterCAFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+)
+
+// Options are the clusteragent command's settings; start from NewOptions.
+type Options struct {
+	Roles       []string
+	RelayURL    string
+	Cluster     string
+	SecretFile  string
+	RelayCAFile string
+	Tunnels     int
+	// Upstream is where the "kube" target goes: the API server (or
+	// kube-aad-proxy). Default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
+	Upstream       string
+	UpstreamCAFile string
+	// Allow adds targets: name=https://host:port or name=tcp://host:port.
+	Allow map[string]string
+	// Listen serves /healthz and /metrics.
+	Listen            string
+	StreamWindow      uint
+	MaxStreams        int
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+	DrainTimeout      time.Duration
+	Log               logging.Options
+}
+
+// NewOptions returns the defaults, reading the in-cluster environment.
+func NewOptions() *Options {
+	o := &Options{
+		Roles:             []string{"connect"},
+		Tunnels:           2,
+		Listen:            ":8080",
+		Allow:             map[string]string{},
+		StreamWindow:      tunnel.DefaultStreamWindow,
+		MaxStreams:        tunnel.DefaultMaxStreams,
+		KeepAliveInterval: tunnel.DefaultKeepAliveInterval,
+		KeepAliveTimeout:  tunnel.DefaultKeepAliveTimeout,
+		DrainTimeout:      tunnel.DefaultDrainTimeout,
+		Log:               logging.Defaults(),
+	}
+	if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"); h != "" && p != "" {
+		o.Upstream = "https://" + net.JoinHostPort(h, p)
+		o.UpstreamCAFile = inClusterCAFile
+	}
+	return o
+}
+
+// Flags registers the options on fs.
+func (o *Options) Flags(fs *flag.FlagSet) {
+	fs.Func("roles", "comma-separated agent roles to run (connect)", func(v string) error {
+		o.Roles = strings.Split(v, ",")
+		return nil
+	})
+	fs.StringVar(&o.RelayURL, "relay-url", o.RelayURL, "relay base URL, https://host:port")
+	fs.StringVar(&o.Cluster, "cluster", o.Cluster, "this cluster's registered name")
+	fs.StringVar(&o.SecretFile, "secret-file", o.SecretFile, "file with the agent secret printed by `connectctl clusters create`")
+	fs.StringVar(&o.RelayCAFile, "relay-ca-file", o.RelayCAFile, "CA bundle to trust for the relay (added to the system roots)")
+	fs.IntVar(&o.Tunnels, "tunnels", o.Tunnels, "parallel tunnels to keep")
+	fs.StringVar(&o.Upstream, "upstream", o.Upstream, "Kubernetes API upstream for the \"kube\" target (default: the in-cluster API server)")
+	fs.StringVar(&o.UpstreamCAFile, "upstream-ca-file", o.UpstreamCAFile, "CA bundle that signed the upstream's certificate")
+	fs.Func("allow", "extra allow-list target, name=https://host:port or name=tcp://host:port (repeatable)", func(v string) error {
+		name, u, ok := strings.Cut(v, "=")
+		if !ok || name == "" || u == "" {
+			return fmt.Errorf("want name=url, got %q", v)
+		}
+		o.Allow[name] = u
+		return nil
+	})
+	fs.StringVar(&o.Listen, "listen", o.Listen, "address for /healthz and /metrics")
+	fs.UintVar(&o.StreamWindow, "stream-window", o.StreamWindow, "per-stream receive window in bytes")
+	fs.IntVar(&o.MaxStreams, "max-streams", o.MaxStreams, "streams open at once per tunnel")
+	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
+	fs.DurationVar(&o.KeepAliveTimeout, "keepalive-timeout", o.KeepAliveTimeout, "time without a ping answer before a tunnel is declared dead")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "how long in-flight streams may finish on SIGTERM")
+	o.Log.Flags(fs)
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	var errs []error
+	for _, r := range o.Roles {
+		if r != "connect" {
+			errs = append(errs, fmt.Errorf("--roles: unknown role %q (known: connect)", r))
+		}
+	}
+	if o.RelayURL == "" {
+		errs = append(errs, errors.New("--relay-url is required"))
+	}
+	if o.Cluster == "" {
+		errs = append(errs, errors.New("--cluster is required"))
+	}
+	if o.SecretFile == "" {
+		errs = append(errs, errors.New("--secret-file is required (the secret printed by `connectctl clusters create`)"))
+	}
+	if o.Upstream == "" {
+		errs = append(errs, errors.New("--upstream is required outside a cluster (e.g. https://127.0.0.1:6443)"))
+	}
+	if o.Tunnels < 1 {
+		errs = append(errs, fmt.Errorf("--tunnels %d: want at least 1", o.Tunnels))
+	}
+	if _, ok := o.Allow["kube"]; ok {
+		errs = append(errs, errors.New(`--allow: "kube" is set by --upstream`))
+	}
+	if o.StreamWindow < 256<<10 || o.StreamWindow > 1<<30 {
+		errs = append(errs, fmt.Errorf("--stream-window %d: want 256 KiB to 1 GiB", o.StreamWindow))
+	}
+	if o.MaxStreams < 1 {
+		errs = append(errs, fmt.Errorf("--max-streams %d: want at least 1", o.MaxStreams))
+	}
+	if o.KeepAliveInterval <= 0 || o.KeepAliveTimeout <= 0 || o.DrainTimeout < 0 {
+		errs = append(errs, errors.New("--keepalive-interval and --keepalive-timeout must be positive, --drain-timeout not negative"))
+	}
+	if err := o.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,134 @@
+package connectctl
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/relay"
+)
+
+// Client calls the relay's management API.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client for the relay at base, trusting caFile (when
+// set) besides the system roots.
+func NewClient(base, token, caFile string) (*Client, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("relay CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("relay CA file %s holds no PEM certificate", caFile)
+		}
+	}
+	return &Client{
+		base:  strings.TrimSuffix(base, "/"),
+		token: token,
+		hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			Proxy:           http.ProxyFromEnvironment,
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		}},
+	}, nil
+}
+
+// APIError is a non-2xx answer of the relay, with the message it gave.
+type APIError struct {
+	StatusCode int
+	Message    string
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("relay answered %d: %s", e.StatusCode, e.Message) }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the relay at %s (check --relay and that it runs): %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var st struct {
+			Message string `json:"message"`
+		}
+		msg := strings.TrimSpace(string(b))
+		if json.Unmarshal(b, &st) == nil && st.Message != "" {
+			msg = st.Message
+		}
+		return &APIError{StatusCode: resp.StatusCode, Message: msg}
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*o = b
+		return nil
+	default:
+		return json.Unmarshal(b, out)
+	}
+}
+
+// CreateCluster registers a cluster; the answer holds its agent secret.
+func (c *Client) CreateCluster(ctx context.Context, name string) (*relay.ClusterView, error) {
+	var v relay.ClusterView
+	return &v, c.do(ctx, http.MethodPost, "/api/v1/clusters", relay.CreateRequest{Name: name}, &v)
+}
+
+// GetCluster returns one cluster.
+func (c *Client) GetCluster(ctx context.Context, name string) (*relay.ClusterView, error) {
+	var v relay.ClusterView
+	return &v, c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name, nil, &v)
+}
+
+// ListClusters returns every cluster.
+func (c *Client) ListClusters(ctx context.Context) ([]relay.ClusterView, error) {
+	var l relay.ClusterList
+	return l.Items, c.do(ctx, http.MethodGet, "/api/v1/clusters", nil, &l)
+}
+
+// DeleteCluster removes a cluster and closes its tunnels.
+func (c *Client) DeleteCluster(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/clusters/"+name, nil, nil)
+}
+
+// Kubeconfig returns the relay-issued kubeconfig (YAML) of a cluster.
+func (c *Client) Kubeconfig(ctx context.Context, name string) ([]byte, error) {
+	var b []byte
+	return b, c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name+"/kubeconfig", nil, &b)
+}

@@ -1,0 +1,311 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DialOptions configure the agent's side of a tunnel. A nil *DialOptions
+// means defaults.
+type DialOptions struct {
+	// TLSConfig verifies the relay (RootCAs: the CA bundle; nil uses the
+	// system pool) and may present a client certificate. Nil means a default
+	// TLS 1.3 client config. NextProtos is overridden: the upgrade is HTTP/1.1.
+	TLSConfig *tls.Config
+	// Proxy picks an HTTPS proxy for the relay URL. Nil means
+	// http.ProxyFromEnvironment (HTTPS_PROXY, NO_PROXY).
+	Proxy func(*http.Request) (*url.URL, error)
+	// Header is sent with the WebSocket upgrade, e.g. the credentials.
+	Header http.Header
+	// Config tunes the session.
+	Config *Config
+}
+
+// Dial connects one tunnel to the relay's agent endpoint (an https:// or
+// wss:// URL) and returns the agent's side of the session; call Serve on it.
+// The error says what the relay answered when it refused the upgrade.
+func Dial(ctx context.Context, relayURL string, opts *DialOptions) (*Session, error) {
+	if opts == nil {
+		opts = &DialOptions{}
+	}
+	cfg := opts.Config.withDefaults()
+	var tlsCfg *tls.Config
+	if opts.TLSConfig != nil {
+		tlsCfg = opts.TLSConfig.Clone()
+	} else {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS13}
+	}
+	tlsCfg.NextProtos = []string{"http/1.1"}
+	proxy := opts.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	tr := &http.Transport{
+		Proxy:               proxy,
+		DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: cfg.DialTimeout,
+		ForceAttemptHTTP2:   false,
+		DisableKeepAlives:   true,
+		WriteBufferSize:     64 << 10,
+		ReadBufferSize:      64 << 10,
+	}
+	defer tr.CloseIdleConnections()
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout+cfg.KeepAliveTimeout)
+	defer cancel()
+	ws, resp, err := websocket.Dial(dctx, relayURL, &websocket.DialOptions{
+		HTTPClient:   &http.Client{Transport: tr},
+		HTTPHeader:   opts.Header,
+		Subprotocols: []string{Subprotocol},
+	})
+	if err != nil {
+		cfg.Metrics.error("connect")
+		return nil, dialError(relayURL, resp, err)
+	}
+	if ws.Subprotocol() != Subprotocol {
+		ws.Close(websocket.StatusProtocolError, "subprotocol "+Subprotocol+" required")
+		return nil, fmt.Errorf("tunnel: relay %s did not accept subprotocol %s: is it a clusterconnect relay of a compatible version?", relayURL, Subprotocol)
+	}
+	life, stop := context.WithCancel(context.Background())
+	return newSession(websocket.NetConn(life, ws, websocket.MessageBinary), stop, cfg, false)
+}
+
+// RefusedError is returned by Dial when the relay answered the upgrade with an
+// HTTP error; StatusCode tells an authentication failure (401, 403) from an
+// unknown cluster (404) and others.
+type RefusedError struct {
+	URL        string
+	StatusCode int
+	Message    string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("tunnel: relay %s refused the tunnel: HTTP %d: %s", e.URL, e.StatusCode, e.Message)
+}
+
+func dialError(u string, resp *http.Response, err error) error {
+	if resp == nil || resp.StatusCode == http.StatusSwitchingProtocols {
+		return fmt.Errorf("tunnel: connect to relay %s: %w", u, err)
+	}
+	msg := http.StatusText(resp.StatusCode)
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		// The relay answers with a Kubernetes Status; show its message.
+		var st struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &st) == nil && st.Message != "" {
+			msg = st.Message
+		} else if s := strings.TrimSpace(string(b)); s != "" {
+			msg = s
+		}
+	}
+	return &RefusedError{URL: u, StatusCode: resp.StatusCode, Message: msg}
+}
+
+// Backoff is an exponential backoff with full jitter: before attempt n the
+// wait is uniform in [0, min(Max, Min·2ⁿ)).
+type Backoff struct {
+	Min, Max time.Duration // zero: 500 ms and 30 s
+}
+
+// Delay returns the wait before retry number attempt (0-based).
+func (b Backoff) Delay(attempt int) time.Duration {
+	lo, hi := b.Min, b.Max
+	if lo <= 0 {
+		lo = 500 * time.Millisecond
+	}
+	if hi <= 0 {
+		hi = 30 * time.Second
+	}
+	ceil := hi
+	if attempt < 32 && lo<<attempt > 0 && lo<<attempt < hi {
+		ceil = lo << attempt
+	}
+	return time.Duration(rand.Int64N(int64(ceil)) + 1)
+}
+
+// ClientOptions configure an agent's set of tunnels.
+type ClientOptions struct {
+	// URL of the relay's agent endpoint for this cluster.
+	URL string
+	// Tunnels is how many parallel tunnels to keep; zero means 2.
+	Tunnels int
+	// Targets is the allow-list; it must not be empty.
+	Targets Targets
+	// Dial configures each tunnel's connection. Header may be replaced per
+	// attempt by Credentials.
+	Dial DialOptions
+	// Credentials, when set, is called before every connection attempt and
+	// its headers are added to the upgrade (so rotated credentials are used).
+	Credentials func(ctx context.Context) (http.Header, error)
+	// Backoff between reconnects.
+	Backoff Backoff
+	// DrainTimeout bounds how long streams in flight may finish on shutdown;
+	// zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// Logger; nil means discard.
+	Logger *slog.Logger
+}
+
+// Client keeps an agent's tunnels to the relay connected, each on its own
+// reconnect loop, and serves their streams.
+type Client struct {
+	opts      ClientOptions
+	log       *slog.Logger
+	connected atomic.Int32
+
+	mu       sync.Mutex
+	sessions map[int]*Session
+}
+
+// NewClient checks opts and returns a Client; Run starts it.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.URL == "" {
+		return nil, errors.New("tunnel: relay URL is required")
+	}
+	if len(opts.Targets) == 0 {
+		return nil, errors.New("tunnel: the allow-list (Targets) is empty; the agent would serve nothing")
+	}
+	if opts.Tunnels == 0 {
+		opts.Tunnels = 2
+	}
+	if opts.Tunnels < 0 {
+		return nil, fmt.Errorf("tunnel: tunnels must be at least 1, got %d", opts.Tunnels)
+	}
+	if err := opts.Dial.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}}, nil
+}
+
+// Connected is the number of tunnels up now.
+func (c *Client) Connected() int { return int(c.connected.Load()) }
+
+// Run keeps the tunnels connected until ctx is done, then drains them and
+// returns.
+func (c *Client) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := range c.opts.Tunnels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.loop(ctx, i)
+		}()
+	}
+	wg.Wait()
+}
+
+// Sessions returns the tunnels connected now (for tests and diagnostics).
+func (c *Client) Sessions() []*Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Session, 0, len(c.sessions))
+	for _, s := range c.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (c *Client) loop(ctx context.Context, index int) {
+	log := c.log.With("tunnel", index)
+	var lastErr string
+	for attempt := 0; ctx.Err() == nil; {
+		if attempt > 0 {
+			if m := c.opts.Dial.Config.metrics(); m != nil {
+				m.Reconnects.Inc()
+			}
+			t := time.NewTimer(c.opts.Backoff.Delay(attempt - 1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		s, err := c.connect(ctx, index)
+		if err != nil {
+			attempt++
+			// One log line per change of error, not one per attempt.
+			if msg := err.Error(); msg != lastErr {
+				log.Warn("tunnel connect failed; retrying with backoff", "err", err)
+				lastErr = msg
+			}
+			continue
+		}
+		attempt, lastErr = 1, ""
+		log.Info("tunnel connected")
+		c.connected.Add(1)
+		c.mu.Lock()
+		c.sessions[index] = s
+		c.mu.Unlock()
+		err = s.Serve(ctx, c.opts.Targets, c.opts.DrainTimeout)
+		c.mu.Lock()
+		delete(c.sessions, index)
+		c.mu.Unlock()
+		c.connected.Add(-1)
+		if ctx.Err() != nil {
+			log.Info("tunnel closed")
+			return
+		}
+		log.Warn("tunnel lost; reconnecting", "err", err)
+	}
+}
+
+func (c *Client) connect(ctx context.Context, index int) (*Session, error) {
+	d := c.opts.Dial
+	h := make(http.Header)
+	for k, v := range d.Header {
+		h[k] = v
+	}
+	if c.opts.Credentials != nil {
+		extra, err := c.opts.Credentials(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: credentials: %w", err)
+		}
+		for k, v := range extra {
+			h[k] = v
+		}
+	}
+	h.Set(HeaderTunnelIndex, fmt.Sprint(index))
+	d.Header = h
+	cfg := d.Config.withDefaults()
+	if d.Config == nil || d.Config.Logger == nil {
+		cfg.Logger = c.log
+	}
+	cfg.Logger = cfg.Logger.With("tunnel", index)
+	d.Config = &cfg
+	return Dial(ctx, c.opts.URL, &d)
+}
+
+// HeaderTunnelIndex carries the agent's index of a tunnel (0..N-1) on the
+// upgrade, so that logs on both ends can name it.
+const HeaderTunnelIndex = "X-Tunnel-Index"
+
+func (c *Config) metrics() *Metrics {
+	if c == nil {
+		return nil
+	}
+	return c.Metrics
+}

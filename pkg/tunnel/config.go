@@ -1,0 +1,134 @@
+package tunnel
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Subprotocol is the WebSocket subprotocol both ends must negotiate.
+const Subprotocol = "clusterconnect.tunnel.v1"
+
+// Defaults for Config's zero values. They are chosen so that one stream can
+// fill a fast link (see docs/performance.md) while a stalled reader pins at
+// most StreamWindow bytes per stream.
+const (
+	DefaultStreamWindow      = 4 << 20
+	DefaultMaxStreams        = 1024
+	DefaultKeepAliveInterval = 15 * time.Second
+	DefaultKeepAliveTimeout  = 10 * time.Second
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultDrainTimeout      = 30 * time.Second
+)
+
+// Config tunes a tunnel session. A nil *Config, or any zero field, means the
+// default named beside the field. Both ends may use different values.
+type Config struct {
+	// StreamWindow is the most a stream buffers for a reader that has not
+	// caught up (bytes). Zero means DefaultStreamWindow; the minimum is
+	// 256 KiB, yamux's initial window.
+	StreamWindow uint32
+	// MaxStreams caps the streams open at once on one session. Zero means
+	// DefaultMaxStreams.
+	MaxStreams int
+	// KeepAliveInterval is how often a ping is sent; zero means
+	// DefaultKeepAliveInterval.
+	KeepAliveInterval time.Duration
+	// KeepAliveTimeout is how long a ping or a frame write may take before the
+	// peer is declared dead and the session closed; zero means
+	// DefaultKeepAliveTimeout.
+	KeepAliveTimeout time.Duration
+	// DialTimeout bounds opening a stream: header, agent's dial of its
+	// upstream and reply, when the context has no earlier deadline. Zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// Logger receives session events. Nil means discard.
+	Logger *slog.Logger
+	// Metrics, when set, is updated by the session. Nil means none.
+	Metrics *Metrics
+}
+
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	if out.StreamWindow == 0 {
+		out.StreamWindow = DefaultStreamWindow
+	}
+	if out.MaxStreams == 0 {
+		out.MaxStreams = DefaultMaxStreams
+	}
+	if out.KeepAliveInterval == 0 {
+		out.KeepAliveInterval = DefaultKeepAliveInterval
+	}
+	if out.KeepAliveTimeout == 0 {
+		out.KeepAliveTimeout = DefaultKeepAliveTimeout
+	}
+	if out.DialTimeout == 0 {
+		out.DialTimeout = DefaultDialTimeout
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	return out
+}
+
+// Validate reports a setting that cannot work.
+func (c *Config) Validate() error {
+	d := c.withDefaults()
+	if d.StreamWindow < 256<<10 {
+		return fmt.Errorf("tunnel: stream window %d is below the 256 KiB minimum", d.StreamWindow)
+	}
+	if d.MaxStreams < 1 {
+		return fmt.Errorf("tunnel: max streams %d must be at least 1", d.MaxStreams)
+	}
+	if d.KeepAliveInterval < 0 || d.KeepAliveTimeout < 0 || d.DialTimeout < 0 {
+		return fmt.Errorf("tunnel: durations must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) yamux() *yamux.Config {
+	y := yamux.DefaultConfig()
+	y.AcceptBacklog = c.MaxStreams
+	y.EnableKeepAlive = true
+	y.KeepAliveInterval = c.KeepAliveInterval
+	y.ConnectionWriteTimeout = c.KeepAliveTimeout
+	y.MaxStreamWindowSize = c.StreamWindow
+	y.StreamOpenTimeout = c.DialTimeout + c.KeepAliveTimeout
+	y.StreamCloseTimeout = time.Minute
+	y.LogOutput = nil
+	y.Logger = yamuxLogger{c.Logger}
+	return y
+}
+
+// yamuxLogger adapts yamux's printf logging to slog at debug level: yamux
+// logs every reset stream, which would flood an info log on the hot path.
+type yamuxLogger struct{ l *slog.Logger }
+
+func (y yamuxLogger) Print(v ...any)                 { y.l.Debug(fmt.Sprint(v...)) }
+func (y yamuxLogger) Printf(format string, v ...any) { y.l.Debug(fmt.Sprintf(format, v...)) }
+func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...)) }
+
+// WithLogger returns a copy of c (nil: defaults) that logs to l.
+func (c *Config) WithLogger(l *slog.Logger) *Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	out.Logger = l
+	return &out
+}
+
+// WithMetrics returns a copy of c (nil: defaults) that updates m.
+func (c *Config) WithMetrics(m *Metrics) *Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	out.Metrics = m
+	return &out
+}

@@ -1,0 +1,342 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// ErrSessionClosed is returned by Open on a session that is closed or
+// draining; a Pool then tries another session.
+var ErrSessionClosed = errors.New("tunnel: session closed")
+
+// ErrTooManyStreams is returned by Open when the session has MaxStreams open.
+var ErrTooManyStreams = errors.New("tunnel: too many streams open on this session")
+
+// Session is one tunnel: a yamux session over one WebSocket connection. On
+// the relay it opens streams (Open); on the agent it accepts them (Serve).
+type Session struct {
+	mux    *yamux.Session
+	cfg    Config
+	log    *slog.Logger
+	active atomic.Int64
+	wg     sync.WaitGroup // streams being served (agent side)
+
+	draining  atomic.Bool
+	closeOnce sync.Once
+	cancel    context.CancelFunc // ends the WebSocket net.Conn's context
+}
+
+func newSession(ws net.Conn, cancel context.CancelFunc, cfg Config, client bool) (*Session, error) {
+	conn := newWSConn(ws, cfg.Metrics)
+	var (
+		mux *yamux.Session
+		err error
+	)
+	// The relay opens streams and is the yamux client (odd stream IDs); the
+	// agent accepts them and is the yamux server.
+	if client {
+		mux, err = yamux.Client(conn, cfg.yamux())
+	} else {
+		mux, err = yamux.Server(conn, cfg.yamux())
+	}
+	if err != nil {
+		cancel()
+		ws.Close()
+		return nil, fmt.Errorf("tunnel: start session: %w", err)
+	}
+	s := &Session{mux: mux, cfg: cfg, log: cfg.Logger, cancel: cancel}
+	if m := cfg.Metrics; m != nil {
+		m.Tunnels.Inc()
+	}
+	go func() {
+		<-mux.CloseChan()
+		s.finish()
+	}()
+	return s, nil
+}
+
+func (s *Session) finish() {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		if m := s.cfg.Metrics; m != nil {
+			m.Tunnels.Dec()
+		}
+	})
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
+
+// Closed reports whether the session has ended.
+func (s *Session) Closed() bool { return s.mux.IsClosed() }
+
+// Draining reports whether the session accepts no new streams.
+func (s *Session) Draining() bool { return s.draining.Load() }
+
+// ActiveStreams is the number of streams open now that this side opened or is serving.
+func (s *Session) ActiveStreams() int { return int(s.active.Load()) }
+
+// Close ends the session and every stream on it at once.
+func (s *Session) Close() error {
+	err := s.mux.Close()
+	s.finish()
+	return err
+}
+
+// Shutdown drains the session: the peer is told to open no new streams
+// (a yamux go-away), streams in flight may finish until ctx is done, and then
+// the session is closed.
+func (s *Session) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	_ = s.mux.GoAway()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for s.active.Load() > 0 && !s.mux.IsClosed() {
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return fmt.Errorf("tunnel: drain ended with %d streams open: %w", s.active.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return s.Close()
+}
+
+// Ping sends a ping and returns the round-trip time.
+func (s *Session) Ping() (time.Duration, error) { return s.mux.Ping() }
+
+// Open opens a stream to the named target through the agent and waits for
+// the agent's reply. A refusal is a *StreamError. ctx bounds the whole
+// opening (and Config.DialTimeout does when ctx has no earlier deadline); once
+// Open returns, ctx no longer matters to the stream.
+func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
+	if !validTarget(target) {
+		return nil, fmt.Errorf("tunnel: invalid target name %q", target)
+	}
+	if s.draining.Load() || s.mux.IsClosed() {
+		return nil, ErrSessionClosed
+	}
+	if n := s.active.Add(1); n > int64(s.cfg.MaxStreams) {
+		s.active.Add(-1)
+		return nil, ErrTooManyStreams
+	}
+	start := time.Now()
+	st, err := s.mux.OpenStream()
+	if err != nil {
+		s.active.Add(-1)
+		if errors.Is(err, yamux.ErrRemoteGoAway) || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrStreamsExhausted) {
+			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, err)
+		}
+		return nil, fmt.Errorf("tunnel: open stream: %w", err)
+	}
+	c := &stream{Stream: st, s: s}
+	if m := s.cfg.Metrics; m != nil {
+		m.Streams.Inc()
+	}
+
+	deadline := start.Add(s.cfg.DialTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = st.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Unix(1, 0)) })
+	code, msg, err := s.handshake(st, target)
+	stopped := stop()
+	if err == nil && !stopped {
+		err = ctx.Err() // the deadline was cut short by ctx
+	}
+	if err != nil {
+		c.Close()
+		s.cfg.Metrics.error("handshake")
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("tunnel: open stream to %q: %w", target, ctx.Err())
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, &timeoutError{fmt.Sprintf("tunnel: agent did not answer a stream to %q within %s", target, s.cfg.DialTimeout)}
+		}
+		if s.mux.IsClosed() {
+			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, err)
+		}
+		return nil, fmt.Errorf("tunnel: open stream to %q: %w", target, err)
+	}
+	if code != CodeOK {
+		c.Close()
+		s.cfg.Metrics.error(code.String())
+		if code == CodeShuttingDown || code == CodeTooManyStreams {
+			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, &StreamError{Target: target, Code: code, Message: msg})
+		}
+		return nil, &StreamError{Target: target, Code: code, Message: msg}
+	}
+	_ = st.SetDeadline(time.Time{})
+	if m := s.cfg.Metrics; m != nil {
+		m.DialSeconds.Observe(time.Since(start).Seconds())
+	}
+	return c, nil
+}
+
+func (s *Session) handshake(st *yamux.Stream, target string) (Code, string, error) {
+	var buf [4 + MaxTargetLen]byte
+	if _, err := st.Write(appendRequest(buf[:0], target)); err != nil {
+		return 0, "", err
+	}
+	_, code, msg, err := readReply(st)
+	return code, msg, err
+}
+
+// timeoutError is a net.Error whose Timeout is true.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string { return e.msg }
+func (e *timeoutError) Timeout() bool { return true }
+
+// Temporary is part of net.Error.
+func (e *timeoutError) Temporary() bool { return true }
+
+// stream is a yamux stream that keeps the session's counts right when closed.
+type stream struct {
+	*yamux.Stream
+	s    *Session
+	once sync.Once
+}
+
+func (c *stream) Close() error {
+	err := c.Stream.Close()
+	c.once.Do(func() {
+		c.s.active.Add(-1)
+		if m := c.s.cfg.Metrics; m != nil {
+			m.Streams.Dec()
+		}
+	})
+	return err
+}
+
+// CloseWrite half-closes the stream: the peer reads EOF, this side can still
+// read. (A yamux Close is already a half-close until the peer closes too.)
+func (c *stream) CloseWrite() error { return c.Stream.Close() }
+
+// DialFunc connects to an upstream the agent allows.
+type DialFunc func(ctx context.Context) (net.Conn, error)
+
+// Targets is an agent's allow-list: the stream targets it serves and how to
+// reach each. A stream naming anything else is refused without a dial.
+type Targets map[string]DialFunc
+
+// Serve accepts streams on an agent's session and pipes each to its target,
+// until the session ends or ctx is done; then it drains (Shutdown) for at most
+// drain and returns.
+func (s *Session) Serve(ctx context.Context, targets Targets, drain time.Duration) error {
+	stop := context.AfterFunc(ctx, func() {
+		dctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		if err := s.Shutdown(dctx); err != nil {
+			s.log.Warn("tunnel drain incomplete", "err", err)
+		}
+	})
+	defer stop()
+	for {
+		st, err := s.mux.AcceptStream()
+		if err != nil {
+			s.wg.Wait()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tunnel: session ended: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveStream(ctx, st, targets)
+		}()
+	}
+}
+
+func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, targets Targets) {
+	c := &stream{Stream: st, s: s}
+	n := s.active.Add(1)
+	if m := s.cfg.Metrics; m != nil {
+		m.Streams.Inc()
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = st.SetDeadline(start.Add(s.cfg.DialTimeout))
+	refuse := func(code Code, msg string) {
+		s.cfg.Metrics.error(code.String())
+		s.log.Debug("stream refused", "code", code.String(), "msg", msg)
+		var buf [4 + MaxMessageLen]byte
+		_, _ = st.Write(appendReply(buf[:0], code, msg))
+	}
+	version, target, err := readRequest(st)
+	switch {
+	case err != nil:
+		refuse(CodeMalformedHeader, err.Error())
+		return
+	case version != Version:
+		refuse(CodeUnsupportedVersion, fmt.Sprintf("stream header version %d is not supported; this agent speaks version %d", version, Version))
+		return
+	case s.draining.Load() || ctx.Err() != nil:
+		refuse(CodeShuttingDown, "agent is shutting down; retry on another tunnel")
+		return
+	case n > int64(s.cfg.MaxStreams):
+		refuse(CodeTooManyStreams, fmt.Sprintf("agent has %d streams open on this tunnel, the limit", s.cfg.MaxStreams))
+		return
+	}
+	dial, ok := targets[target]
+	if !ok {
+		refuse(CodeTargetNotAllowed, fmt.Sprintf("target %q is not on this agent's allow-list", target))
+		return
+	}
+	dctx, cancel := context.WithDeadline(ctx, start.Add(s.cfg.DialTimeout))
+	up, err := dial(dctx)
+	cancel()
+	if err != nil {
+		refuse(CodeDialFailed, fmt.Sprintf("agent could not reach %q: %v", target, err))
+		return
+	}
+	defer up.Close()
+	if m := s.cfg.Metrics; m != nil {
+		m.DialSeconds.Observe(time.Since(start).Seconds())
+	}
+	var buf [4]byte
+	if _, err := st.Write(appendReply(buf[:0], CodeOK, "")); err != nil {
+		return
+	}
+	_ = st.SetDeadline(time.Time{})
+	pipe(c, up)
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// pipe copies both ways until both directions end. EOF in one direction is
+// passed on as a half-close, so a request body's end reaches the upstream
+// while the response still flows; an error in either closes both.
+func pipe(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		copyHalf(b, a)
+	}()
+	copyHalf(a, b)
+	<-done
+}
+
+func copyHalf(dst, src net.Conn) {
+	_, err := io.Copy(dst, src)
+	if cw, ok := dst.(closeWriter); ok && err == nil {
+		if cw.CloseWrite() == nil {
+			return
+		}
+	}
+	// An error, or no half-close: end both so the other direction stops too.
+	dst.Close()
+	src.Close()
+}

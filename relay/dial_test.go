@@ -1,0 +1,17 @@
+package relay_test
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// tlsDialH1 opens a raw TLS connection to the relay speaking HTTP/1.1, as
+// kubectl does for upgrades.
+func tlsDialH1(e *env) (net.Conn, error) {
+	return tls.Dial("tcp", strings.TrimPrefix(e.ts.URL, "https://"), &tls.Config{
+		RootCAs:    e.ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs,
+		NextProtos: []string{"http/1.1"},
+	})
+}

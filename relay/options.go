@@ -1,0 +1,126 @@
+package relay
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/pkg/logging"
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+)
+
+// Options are the relay command's settings. The zero value is not valid;
+// start from NewOptions.
+type Options struct {
+	// Listen is the HTTPS address for agents, kubectl and the management API.
+	Listen string
+	// DataDir holds the embedded store, the dev CA and the admin token.
+	DataDir string
+	// ExternalURL is how clients reach the relay; empty means
+	// https://localhost:<listen port>.
+	ExternalURL string
+	// Hostnames go into the dev serving certificate (besides the external
+	// URL's host).
+	Hostnames []string
+	// TLSCertFile and TLSKeyFile, when set, are the serving certificate to
+	// use instead of the dev one; CAFile is then the bundle clients trust
+	// for it (put into kubeconfigs; empty means the system roots).
+	TLSCertFile, TLSKeyFile, CAFile string
+	// AdminTokenFile holds the management API token; empty means
+	// <data-dir>/admin-token, generated on first start.
+	AdminTokenFile string
+	// Tunnel settings.
+	StreamWindow      uint
+	MaxStreams        int
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+	// ShutdownTimeout bounds the drain of tunnels and requests on SIGTERM.
+	ShutdownTimeout time.Duration
+	// Log selects the log level and format.
+	Log logging.Options
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		Listen:            ":8443",
+		DataDir:           "relay-data",
+		Hostnames:         []string{"localhost", "127.0.0.1", "::1"},
+		StreamWindow:      tunnel.DefaultStreamWindow,
+		MaxStreams:        tunnel.DefaultMaxStreams,
+		KeepAliveInterval: tunnel.DefaultKeepAliveInterval,
+		KeepAliveTimeout:  tunnel.DefaultKeepAliveTimeout,
+		ShutdownTimeout:   15 * time.Second,
+		Log:               logging.Defaults(),
+	}
+}
+
+// Flags registers the options on fs.
+func (o *Options) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTPS listen address (agents, kubectl, management API)")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory for the embedded store, dev CA and admin token")
+	fs.StringVar(&o.ExternalURL, "external-url", o.ExternalURL, "URL clients use to reach this relay (default https://localhost:<port>)")
+	fs.Func("hostname", "extra host name or IP for the dev serving certificate (repeatable; default localhost, 127.0.0.1, ::1)", func(v string) error {
+		o.Hostnames = append(o.Hostnames, v)
+		return nil
+	})
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "serving certificate (PEM); default: a dev certificate in the data dir")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving key (PEM)")
+	fs.StringVar(&o.CAFile, "ca-file", o.CAFile, "CA bundle clients trust for --tls-cert-file; put into issued kubeconfigs")
+	fs.StringVar(&o.AdminTokenFile, "admin-token-file", o.AdminTokenFile, "file with the management API token (default <data-dir>/admin-token, generated)")
+	fs.UintVar(&o.StreamWindow, "stream-window", o.StreamWindow, "per-stream receive window in bytes")
+	fs.IntVar(&o.MaxStreams, "max-streams", o.MaxStreams, "streams open at once per tunnel")
+	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
+	fs.DurationVar(&o.KeepAliveTimeout, "keepalive-timeout", o.KeepAliveTimeout, "time without a ping answer or write progress before a tunnel is declared dead")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
+	o.Log.Flags(fs)
+}
+
+// Validate checks the options and fills in derived defaults.
+func (o *Options) Validate() error {
+	var errs []error
+	_, port, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: want host:port: %w", o.Listen, err))
+	}
+	if o.ExternalURL == "" && port != "" {
+		o.ExternalURL = "https://localhost:" + port
+	}
+	if u, err := url.Parse(o.ExternalURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--external-url %q: want an https:// URL", o.ExternalURL))
+	} else if h := u.Hostname(); !contains(o.Hostnames, h) {
+		o.Hostnames = append(o.Hostnames, h)
+	}
+	if o.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
+	}
+	if o.StreamWindow < 256<<10 || o.StreamWindow > 1<<30 {
+		errs = append(errs, fmt.Errorf("--stream-window %d: want 256 KiB to 1 GiB", o.StreamWindow))
+	}
+	if o.MaxStreams < 1 {
+		errs = append(errs, fmt.Errorf("--max-streams %d: want at least 1", o.MaxStreams))
+	}
+	if o.KeepAliveInterval <= 0 || o.KeepAliveTimeout <= 0 {
+		errs = append(errs, errors.New("--keepalive-interval and --keepalive-timeout must be positive"))
+	}
+	if err := o.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if strings.EqualFold(v, x) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,360 @@
+package relay_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay"
+	"github.com/clusterconnect/clusterconnect/relay/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const adminToken = "admin-secret"
+
+type env struct {
+	t     *testing.T
+	srv   *relay.Server
+	ts    *httptest.Server
+	caPEM []byte
+	dir   string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.OpenBolt(filepath.Join(dir, "relay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir}
+	ts := httptest.NewUnstartedServer(nil)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	e.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
+	srv, err := relay.New(relay.Config{
+		Store:       st,
+		ExternalURL: ts.URL,
+		CAPEM:       e.caPEM,
+		AdminToken:  adminToken,
+		Tunnel:      &tunnel.Config{DialTimeout: 3 * time.Second},
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = srv
+	e.srv, e.ts = srv, ts
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		ts.Close()
+		st.Close()
+	})
+	return e
+}
+
+func (e *env) api(method, path, body string) (int, []byte) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.ts.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := e.ts.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// register creates a cluster and returns the file holding its secret.
+func (e *env) register(name string) string {
+	code, b := e.api("POST", "/api/v1/clusters", fmt.Sprintf(`{"name":%q}`, name))
+	if code != 201 {
+		e.t.Fatalf("create %s: %d %s", name, code, b)
+	}
+	var v relay.ClusterView
+	json.Unmarshal(b, &v)
+	f := filepath.Join(e.dir, name+".secret")
+	os.WriteFile(f, []byte(v.AgentSecret), 0o600)
+	return f
+}
+
+// agent runs an in-process agent whose "kube" target is upstream (a URL).
+func (e *env) agent(name, secretFile, upstream string, tunnels int) (*connect.Agent, func()) {
+	e.t.Helper()
+	caFile := filepath.Join(e.dir, "relay-ca.pem")
+	os.WriteFile(caFile, e.caPEM, 0o600)
+	a, err := connect.New(connect.Config{
+		RelayURL:     e.ts.URL,
+		Cluster:      name,
+		SecretFile:   secretFile,
+		RelayCAFile:  caFile,
+		Tunnels:      tunnels,
+		Targets:      map[string]connect.Upstream{"kube": {URL: upstream, InsecureSkipVerify: true}},
+		Backoff:      tunnel.Backoff{Min: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+		DrainTimeout: time.Second,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	e.t.Cleanup(stop)
+	return a, stop
+}
+
+func (e *env) waitConnected(name string, n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.Connected(name) != n {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("cluster %s: %d tunnels, want %d", name, e.srv.Connected(name), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// status decodes a Kubernetes Status answer.
+func status(t *testing.T, resp *http.Response) (int, string, string) {
+	t.Helper()
+	defer resp.Body.Close()
+	var st struct {
+		Kind, Reason, Message string
+		Code                  int
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &st); err != nil || st.Kind != "Status" {
+		t.Fatalf("answer %d is not a Status: %s", resp.StatusCode, b)
+	}
+	if st.Code != resp.StatusCode {
+		t.Fatalf("Status code %d differs from HTTP %d", st.Code, resp.StatusCode)
+	}
+	return st.Code, st.Reason, st.Message
+}
+
+// upstream is a TLS HTTP server standing in for the API server in these
+// unit tests (the e2e tests use the real one).
+func upstream(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	u := httptest.NewUnstartedServer(h)
+	u.EnableHTTP2 = false
+	u.StartTLS()
+	t.Cleanup(u.Close)
+	return u
+}
+
+func TestProxyStripsPrefixAndPassesHeaders(t *testing.T) {
+	e := newEnv(t)
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s auth=%s q=%s", r.Method, r.URL.EscapedPath(), r.Header.Get("Authorization"), r.URL.RawQuery)
+	}))
+	e.agent("c1", e.register("c1"), up.URL, 2)
+	e.waitConnected("c1", 2)
+	req, _ := http.NewRequest("GET", e.ts.URL+"/clusters/c1/api/v1/namespaces/a%2Fb/pods?limit=5", nil)
+	req.Header.Set("Authorization", "Bearer user-token")
+	resp, err := e.ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "GET /api/v1/namespaces/a%2Fb/pods auth=Bearer user-token q=limit=5"; string(b) != want {
+		t.Fatalf("upstream saw %q, want %q", b, want)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Errorf("kubectl side spoke %s, want HTTP/2", resp.Proto)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	e := newEnv(t)
+	get := func(path string) *http.Response {
+		resp, err := e.ts.Client().Get(e.ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if code, reason, msg := status(t, get("/clusters/nope/api")); code != 404 || reason != "NotFound" || !strings.Contains(msg, `"nope" is not registered`) {
+		t.Errorf("unknown cluster: %d %s %q", code, reason, msg)
+	}
+	secret := e.register("c2")
+	if code, _, msg := status(t, get("/clusters/c2/api")); code != 503 || !strings.Contains(msg, "cluster c2 is not connected") {
+		t.Errorf("no tunnel: %d %q", code, msg)
+	}
+	// An upstream that refuses connections: the agent reports it, 502.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "https://" + ln.Addr().String()
+	ln.Close()
+	e.agent("c2", secret, dead, 1)
+	e.waitConnected("c2", 1)
+	if code, _, msg := status(t, get("/clusters/c2/api")); code != 502 || !strings.Contains(msg, "could not reach the Kubernetes API server") {
+		t.Errorf("dead upstream: %d %q", code, msg)
+	}
+}
+
+func TestAgentKilledGives503(t *testing.T) {
+	e := newEnv(t)
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	_, stop := e.agent("c3", e.register("c3"), up.URL, 2)
+	e.waitConnected("c3", 2)
+	stop()
+	e.waitConnected("c3", 0)
+	resp, err := e.ts.Client().Get(e.ts.URL + "/clusters/c3/version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := status(t, resp); code != 503 {
+		t.Fatalf("after the agent stopped: %d, want 503", code)
+	}
+}
+
+func TestWrongSecretRefused(t *testing.T) {
+	e := newEnv(t)
+	e.register("c4")
+	bad := filepath.Join(e.dir, "bad")
+	os.WriteFile(bad, []byte("not-the-secret"), 0o600)
+	e.agent("c4", bad, "https://127.0.0.1:1", 1)
+	time.Sleep(200 * time.Millisecond) // several attempts at 10–200 ms backoff
+	if n := e.srv.Connected("c4"); n != 0 {
+		t.Fatalf("agent with a wrong secret has %d tunnels", n)
+	}
+}
+
+func TestStreamingIsFlushed(t *testing.T) {
+	e := newEnv(t)
+	next := make(chan string)
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush() // the API server sends a watch's headers at once
+		for line := range next {
+			io.WriteString(w, line+"\n")
+			w.(http.Flusher).Flush()
+		}
+	}))
+	e.agent("c5", e.register("c5"), up.URL, 1)
+	e.waitConnected("c5", 1)
+	resp, err := e.ts.Client().Get(e.ts.URL + "/clusters/c5/api/v1/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		want := fmt.Sprintf(`{"type":"ADDED","n":%d}`, i)
+		next <- want
+		// Each event arrives while the upstream still holds the response
+		// open: nothing waits for the end of the body.
+		got, err := r.ReadString('\n')
+		if err != nil || strings.TrimSpace(got) != want {
+			t.Fatalf("event %d: %q, %v", i, got, err)
+		}
+	}
+	close(next)
+}
+
+func TestUpgradeIsBytePipe(t *testing.T) {
+	e := newEnv(t)
+	// An upstream that switches protocols and then echoes, as the API server
+	// does for exec (SPDY or WebSocket) after the 101.
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "SPDY/3.1" {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw)
+	}))
+	e.agent("c6", e.register("c6"), up.URL, 1)
+	e.waitConnected("c6", 1)
+	// kubectl upgrades over HTTP/1.1.
+	conn, err := tlsDialH1(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /clusters/c6/api/v1/namespaces/d/pods/p/exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	payload := strings.Repeat("0123456789", 10000)
+	go io.WriteString(conn, payload)
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != payload {
+		t.Fatalf("echo after upgrade: %d bytes, %v", len(got), err)
+	}
+}
+
+func TestManagementAPI(t *testing.T) {
+	e := newEnv(t)
+	req, _ := http.NewRequest("GET", e.ts.URL+"/api/v1/clusters", nil)
+	resp, _ := e.ts.Client().Do(req)
+	if code, _, _ := status(t, resp); code != 401 {
+		t.Fatalf("no admin token: %d", code)
+	}
+	for _, body := range []string{`{"name":"Bad_Name"}`, `{"name":""}`, `not json`, `{"name":"x","extra":1}`} {
+		if code, b := e.api("POST", "/api/v1/clusters", body); code != 400 {
+			t.Errorf("create %s: %d %s", body, code, b)
+		}
+	}
+	secret := e.register("c7")
+	if code, _ := e.api("POST", "/api/v1/clusters", `{"name":"c7"}`); code != 409 {
+		t.Errorf("duplicate create: %d", code)
+	}
+	code, b := e.api("GET", "/api/v1/clusters/c7/kubeconfig", "")
+	if code != 200 {
+		t.Fatalf("kubeconfig: %d %s", code, b)
+	}
+	kc, err := clientcmd.Load(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kc.Clusters["c7"].Server; got != e.ts.URL+"/clusters/c7" {
+		t.Errorf("kubeconfig server = %q", got)
+	}
+	if string(kc.Clusters["c7"].CertificateAuthorityData) != string(e.caPEM) {
+		t.Error("kubeconfig lacks the relay CA")
+	}
+	// Deleting a connected cluster closes its tunnels at once.
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	e.agent("c7", secret, up.URL, 2)
+	e.waitConnected("c7", 2)
+	if code, b := e.api("DELETE", "/api/v1/clusters/c7", ""); code != 204 {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	e.waitConnected("c7", 0)
+	if code, _ := e.api("GET", "/api/v1/clusters/c7", ""); code != 404 {
+		t.Errorf("get after delete: %d", code)
+	}
+}

@@ -1,0 +1,149 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay/certs"
+	"github.com/clusterconnect/clusterconnect/relay/store"
+)
+
+// Run serves the relay with validated options until ctx is done, then drains
+// for at most o.ShutdownTimeout. ready, if not nil, is called with the bound
+// address once the listener accepts connections.
+func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr string)) error {
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	certFile, keyFile, caFile := o.TLSCertFile, o.TLSKeyFile, o.CAFile
+	if certFile == "" {
+		f, err := certs.EnsureDev(o.DataDir, o.Hostnames)
+		if err != nil {
+			return err
+		}
+		certFile, keyFile, caFile = f.CertFile, f.KeyFile, f.CAFile
+		log.Info("using the development CA; agents and kubectl trust it via the issued kubeconfig", "ca", caFile)
+	}
+	var caPEM []byte
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return fmt.Errorf("CA bundle: %w", err)
+		}
+		caPEM = b
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	token, err := adminToken(o)
+	if err != nil {
+		return err
+	}
+	st, err := store.OpenBolt(filepath.Join(o.DataDir, "relay.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	srv, err := New(Config{
+		Store:       st,
+		ExternalURL: o.ExternalURL,
+		CAPEM:       caPEM,
+		AdminToken:  token,
+		Tunnel: &tunnel.Config{
+			StreamWindow:      uint32(o.StreamWindow),
+			MaxStreams:        o.MaxStreams,
+			KeepAliveInterval: o.KeepAliveInterval,
+			KeepAliveTimeout:  o.KeepAliveTimeout,
+		},
+		Registry: prometheus.NewRegistry(),
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler: srv,
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			Certificates: []tls.Certificate{pair},
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          1000,
+			MaxReceiveBufferPerStream:     4 << 20,
+			MaxReceiveBufferPerConnection: 16 << 20,
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.Listen, err)
+	}
+	log.Info("relay listening", "addr", ln.Addr().String(), "external_url", o.ExternalURL, "data_dir", o.DataDir)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("relay shutting down: draining tunnels and requests", "timeout", o.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
+	err = hs.Shutdown(sctx)
+	if terr := <-done; terr != nil {
+		log.Warn("tunnel drain incomplete", "err", terr)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		hs.Close()
+		err = nil
+	}
+	log.Info("relay stopped")
+	return err
+}
+
+// adminToken reads the management API token, creating it on first start.
+func adminToken(o *Options) (string, error) {
+	path := o.AdminTokenFile
+	generate := path == ""
+	if generate {
+		path = filepath.Join(o.DataDir, "admin-token")
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && generate {
+		t := randomString(32)
+		if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("write admin token: %w", err)
+		}
+		return t, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("admin token file %s is empty", path)
+	}
+	return t, nil
+}
