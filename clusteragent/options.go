@@ -41,6 +41,8 @@ type Options struct {
 	KeepAliveInterval time.Duration
 	KeepAliveTimeout  time.Duration
 	DrainTimeout      time.Duration
+	// BackoffMin and BackoffMax bound the reconnect backoff (full jitter).
+	BackoffMin, BackoffMax time.Duration
 	Log               logging.Options
 }
 
@@ -56,6 +58,8 @@ func NewOptions() *Options {
 		KeepAliveInterval: tunnel.DefaultKeepAliveInterval,
 		KeepAliveTimeout:  tunnel.DefaultKeepAliveTimeout,
 		DrainTimeout:      tunnel.DefaultDrainTimeout,
+		BackoffMin:        500 * time.Millisecond,
+		BackoffMax:        8 * time.Second,
 		Log:               logging.Defaults(),
 	}
 	if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"); h != "" && p != "" {
@@ -92,6 +96,8 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
 	fs.DurationVar(&o.KeepAliveTimeout, "keepalive-timeout", o.KeepAliveTimeout, "time without a ping answer before a tunnel is declared dead")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "how long in-flight streams may finish on SIGTERM")
+	fs.DurationVar(&o.BackoffMin, "backoff-min", o.BackoffMin, "first reconnect backoff ceiling; it doubles per failed attempt")
+	fs.DurationVar(&o.BackoffMax, "backoff-max", o.BackoffMax, "largest reconnect backoff ceiling (waits are uniform below the ceiling)")
 	o.Log.Flags(fs)
 }
 
@@ -129,6 +135,9 @@ func (o *Options) Validate() error {
 	}
 	if o.KeepAliveInterval <= 0 || o.KeepAliveTimeout <= 0 || o.DrainTimeout < 0 {
 		errs = append(errs, errors.New("--keepalive-interval and --keepalive-timeout must be positive, --drain-timeout not negative"))
+	}
+	if o.BackoffMin <= 0 || o.BackoffMax < o.BackoffMin {
+		errs = append(errs, fmt.Errorf("--backoff-min %s and --backoff-max %s: want 0 < min <= max", o.BackoffMin, o.BackoffMax))
 	}
 	if err := o.Log.Validate(); err != nil {
 		errs = append(errs, err)

@@ -40,6 +40,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 			KeepAliveTimeout:  o.KeepAliveTimeout,
 		},
 		DrainTimeout: o.DrainTimeout,
+		Backoff:      tunnel.Backoff{Min: o.BackoffMin, Max: o.BackoffMax},
 		Registry:     reg,
 		Logger:       log.With("role", "connect"),
 	})

@@ -55,7 +55,9 @@ type APIError struct {
 	Message    string
 }
 
-func (e *APIError) Error() string { return fmt.Sprintf("relay answered %d: %s", e.StatusCode, e.Message) }
+func (e *APIError) Error() string {
+	return fmt.Sprintf("relay answered %d: %s", e.StatusCode, e.Message)
+}
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader

@@ -21,6 +21,7 @@ const (
 	DefaultKeepAliveTimeout  = 10 * time.Second
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultDrainTimeout      = 30 * time.Second
+	DefaultCloseTimeout      = 10 * time.Second
 )
 
 // Config tunes a tunnel session. A nil *Config, or any zero field, means the
@@ -44,6 +45,11 @@ type Config struct {
 	// upstream and reply, when the context has no earlier deadline. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// CloseTimeout is how long a stream this side closed waits for the
+	// peer's close before it is reset, so an upstream that ignores the end
+	// of its request cannot pin a stream and its window. Zero means
+	// DefaultCloseTimeout.
+	CloseTimeout time.Duration
 	// Logger receives session events. Nil means discard.
 	Logger *slog.Logger
 	// Metrics, when set, is updated by the session. Nil means none.
@@ -70,6 +76,9 @@ func (c *Config) withDefaults() Config {
 	if out.DialTimeout == 0 {
 		out.DialTimeout = DefaultDialTimeout
 	}
+	if out.CloseTimeout == 0 {
+		out.CloseTimeout = DefaultCloseTimeout
+	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -85,7 +94,7 @@ func (c *Config) Validate() error {
 	if d.MaxStreams < 1 {
 		return fmt.Errorf("tunnel: max streams %d must be at least 1", d.MaxStreams)
 	}
-	if d.KeepAliveInterval < 0 || d.KeepAliveTimeout < 0 || d.DialTimeout < 0 {
+	if d.KeepAliveInterval < 0 || d.KeepAliveTimeout < 0 || d.DialTimeout < 0 || d.CloseTimeout < 0 {
 		return fmt.Errorf("tunnel: durations must not be negative")
 	}
 	return nil
@@ -99,7 +108,7 @@ func (c *Config) yamux() *yamux.Config {
 	y.ConnectionWriteTimeout = c.KeepAliveTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = c.DialTimeout + c.KeepAliveTimeout
-	y.StreamCloseTimeout = time.Minute
+	y.StreamCloseTimeout = c.CloseTimeout
 	y.LogOutput = nil
 	y.Logger = yamuxLogger{c.Logger}
 	return y

@@ -94,12 +94,12 @@ func start(t *testing.T, n int, header http.Header) *harness {
 	}
 	tlsCfg := h.srv.Client().Transport.(*http.Transport).TLSClientConfig
 	c, err := NewClient(ClientOptions{
-		URL:     "wss" + strings.TrimPrefix(h.srv.URL, "https") + "/tunnel",
-		Tunnels: n,
-		Targets: Targets{"echo": dialer(echo), "dead": dialer(dead)},
-		Dial:    DialOptions{TLSConfig: tlsCfg, Header: header},
-		Backoff: Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
-				DrainTimeout: 10 * time.Second,
+		URL:          "wss" + strings.TrimPrefix(h.srv.URL, "https") + "/tunnel",
+		Tunnels:      n,
+		Targets:      Targets{"echo": dialer(echo), "dead": dialer(dead)},
+		Dial:         DialOptions{TLSConfig: tlsCfg, Header: header},
+		Backoff:      Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+		DrainTimeout: 10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/test/proc"
 	"io"
 	"log/slog"
 	"net"
@@ -102,8 +103,8 @@ type Cluster struct {
 
 	logger     *slog.Logger
 	removeDir  bool
-	etcd       *process
-	apiserver  *process
+	etcd       *proc.Process
+	apiserver  *proc.Process
 	stopOnce   sync.Once
 	stopErr    error
 	pki        *pki
@@ -162,7 +163,7 @@ func Start(ctx context.Context, opts *Options) (*Cluster, error) {
 			break
 		}
 		c.stopProcesses()
-		if errors.Is(err, errAddrInUse) && attempt < attempts && ctx.Err() == nil {
+		if errors.Is(err, proc.ErrAddrInUse) && attempt < attempts && ctx.Err() == nil {
 			logger.Warn("port race while starting the test cluster, retrying with new ports", "attempt", attempt, "err", err)
 			continue
 		}
@@ -210,7 +211,7 @@ func (c *Cluster) startProcesses(ctx context.Context, opts *Options, attempt int
 		"--log-level=warn",
 	}
 	c.logger.Info("starting etcd", "attempt", attempt, "url", c.EtcdURL)
-	c.etcd, err = startProcess(c.logger, "etcd", filepath.Join(c.BinDir, "etcd"), filepath.Join(c.Dir, "etcd.log"), etcdArgs)
+	c.etcd, err = proc.Start(c.logger, "etcd", filepath.Join(c.BinDir, "etcd"), filepath.Join(c.Dir, "etcd.log"), etcdArgs)
 	if err != nil {
 		return err
 	}
@@ -223,7 +224,7 @@ func (c *Cluster) startProcesses(ctx context.Context, opts *Options, attempt int
 	c.apiArgs = apiserverArgs(c, opts, apiPort)
 	c.logger.Info("starting kube-apiserver", "attempt", attempt, "url", c.URL)
 	c.apiLogPath = filepath.Join(c.Dir, "kube-apiserver.log")
-	c.apiserver, err = startProcess(c.logger, "kube-apiserver", filepath.Join(c.BinDir, "kube-apiserver"), c.apiLogPath, c.apiArgs)
+	c.apiserver, err = proc.Start(c.logger, "kube-apiserver", filepath.Join(c.BinDir, "kube-apiserver"), c.apiLogPath, c.apiArgs)
 	if err != nil {
 		return err
 	}
@@ -280,7 +281,7 @@ func apiserverArgs(c *Cluster, opts *Options, port int) []string {
 
 // waitReady polls url until check accepts a 200 response body, the process
 // exits, or ctx ends.
-func waitReady(ctx context.Context, p *process, url string, roots *x509.CertPool, token string, check func([]byte) bool) error {
+func waitReady(ctx context.Context, p *proc.Process, url string, roots *x509.CertPool, token string, check func([]byte) bool) error {
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
@@ -292,12 +293,12 @@ func waitReady(ctx context.Context, p *process, url string, roots *x509.CertPool
 	defer tick.Stop()
 	var last string
 	for {
-		if p.exited() {
-			err := p.exitErr()
-			if p.addrInUse() {
-				err = fmt.Errorf("%w (%w)", err, errAddrInUse)
+		if p.Exited() {
+			err := p.ExitErr()
+			if p.AddrInUse() {
+				err = fmt.Errorf("%w (%w)", err, proc.ErrAddrInUse)
 			}
-			return p.withLog(err)
+			return p.WithLog(err)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -319,7 +320,7 @@ func waitReady(ctx context.Context, p *process, url string, roots *x509.CertPool
 		}
 		select {
 		case <-ctx.Done():
-			return p.withLog(fmt.Errorf("%s not ready before the deadline (last answer: %s): %w", url, last, ctx.Err()))
+			return p.WithLog(fmt.Errorf("%s not ready before the deadline (last answer: %s): %w", url, last, ctx.Err()))
 		case <-tick.C:
 		}
 	}
@@ -369,7 +370,7 @@ func (c *Cluster) waitDefaultNamespace(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return c.apiserver.withLog(fmt.Errorf("namespace %q was not created before the deadline (last error: %v): %w", metav1.NamespaceDefault, err, ctx.Err()))
+			return c.apiserver.WithLog(fmt.Errorf("namespace %q was not created before the deadline (last error: %v): %w", metav1.NamespaceDefault, err, ctx.Err()))
 		case <-tick.C:
 		}
 	}
@@ -490,8 +491,8 @@ func (c *Cluster) Stop() error {
 // stopProcesses stops the apiserver and then etcd. The apiserver keeps
 // retrying for a long time once etcd is gone, so the order matters.
 func (c *Cluster) stopProcesses() {
-	c.apiserver.stop()
-	c.etcd.stop()
+	c.apiserver.Stop()
+	c.etcd.Stop()
 }
 
 // resolveBinDir finds the directory with etcd and kube-apiserver.

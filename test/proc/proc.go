@@ -1,4 +1,7 @@
-package cluster
+// Package proc starts and stops the processes tests run (etcd,
+// kube-apiserver, relay, agents): each in its own process group, output to a
+// log file, killed if the test binary dies.
+package proc
 
 import (
 	"bytes"
@@ -12,12 +15,12 @@ import (
 	"time"
 )
 
-// stopGrace is how long a process gets between SIGTERM and SIGKILL.
-const stopGrace = 5 * time.Second
+// StopGrace is how long a process gets between SIGTERM and SIGKILL.
+const StopGrace = 5 * time.Second
 
-// process is one started child process (etcd or kube-apiserver) in its own
+// Process is one started child process (etcd or kube-apiserver) in its own
 // process group, with output going to a log file.
-type process struct {
+type Process struct {
 	name    string
 	logPath string
 	cmd     *exec.Cmd
@@ -26,10 +29,10 @@ type process struct {
 	logger  *slog.Logger
 }
 
-// startProcess starts bin with args in its own process group. Its stdout and
+// Start starts bin with args in its own process group. Its stdout and
 // stderr go to logPath. The process gets SIGKILL if the thread that started
 // it (and so, in practice, the test binary) dies.
-func startProcess(logger *slog.Logger, name, bin, logPath string, args []string) (*process, error) {
+func Start(logger *slog.Logger, name, bin, logPath string, args []string) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log %s: %w", name, logPath, err)
@@ -43,7 +46,7 @@ func startProcess(logger *slog.Logger, name, bin, logPath string, args []string)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w; check that the binary exists and is executable", name, bin, err)
 	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{}), logger: logger}
+	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{}), logger: logger}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
@@ -52,8 +55,8 @@ func startProcess(logger *slog.Logger, name, bin, logPath string, args []string)
 	return p, nil
 }
 
-// exited reports whether the process has exited.
-func (p *process) exited() bool {
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -62,8 +65,24 @@ func (p *process) exited() bool {
 	}
 }
 
-// exitErr describes how the process ended; call only after exited.
-func (p *process) exitErr() error {
+// Pid is the process ID (and process group ID).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Kill sends SIGKILL to the process group and waits for the exit, as a crash
+// or an OOM kill would end it.
+func (p *Process) Kill() {
+	if p == nil || p.Exited() {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// ExitErr describes how the process ended; call only after exited.
+func (p *Process) ExitErr() error {
 	<-p.done
 	if p.waitErr == nil {
 		return fmt.Errorf("%s exited with status 0", p.name)
@@ -71,35 +90,35 @@ func (p *process) exitErr() error {
 	return fmt.Errorf("%s exited: %w", p.name, p.waitErr)
 }
 
-// stop sends SIGTERM to the process group, waits up to stopGrace, then sends
+// Stop sends SIGTERM to the process group, waits up to StopGrace, then sends
 // SIGKILL and waits for the exit. It is safe to call more than once.
-func (p *process) stop() {
-	if p == nil || p.exited() {
+func (p *Process) Stop() {
+	if p == nil || p.Exited() {
 		return
 	}
 	pgid := p.cmd.Process.Pid
 	start := time.Now()
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	t := time.NewTimer(stopGrace)
+	t := time.NewTimer(StopGrace)
 	defer t.Stop()
 	select {
 	case <-p.done:
 		// Kill leftovers in the group, if any.
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	case <-t.C:
-		p.logger.Warn("process did not stop after SIGTERM, sending SIGKILL", "name", p.name, "grace", stopGrace)
+		p.logger.Warn("process did not stop after SIGTERM, sending SIGKILL", "name", p.name, "grace", StopGrace)
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done
 	}
 	p.logger.Info("stopped process", "name", p.name, "took", time.Since(start).Round(time.Millisecond))
 }
 
-// tail returns the last n lines of the process log, for error messages.
-func (p *process) tail(n int) string {
-	return tailFile(p.logPath, n)
+// Tail returns the last n lines of the process log, for error messages.
+func (p *Process) Tail(n int) string {
+	return TailFile(p.logPath, n)
 }
 
-func tailFile(path string, n int) string {
+func TailFile(path string, n int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", path, err)
@@ -112,15 +131,15 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// withLog wraps err with the tail of the process log.
-func (p *process) withLog(err error) error {
-	return fmt.Errorf("%w\n--- last 40 lines of %s ---\n%s\n---", err, p.logPath, p.tail(40))
+// WithLog wraps err with the tail of the process log.
+func (p *Process) WithLog(err error) error {
+	return fmt.Errorf("%w\n--- last 40 lines of %s ---\n%s\n---", err, p.logPath, p.Tail(40))
 }
 
-var errAddrInUse = errors.New("address already in use")
+var ErrAddrInUse = errors.New("address already in use")
 
-// addrInUse reports whether the process log says a port was taken, which
+// AddrInUse reports whether the process log says a port was taken, which
 // means a free-port race and a reason to retry with new ports.
-func (p *process) addrInUse() bool {
-	return strings.Contains(p.tail(200), "address already in use")
+func (p *Process) AddrInUse() bool {
+	return strings.Contains(p.Tail(200), "address already in use")
 }

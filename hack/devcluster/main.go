@@ -1,0 +1,52 @@
+// Command devcluster runs a real etcd and kube-apiserver on loopback for the
+// demo (make demo), using the same harness as the tests, until SIGTERM. When
+// the apiserver is ready it writes <dir>/cluster.env with its URL, CA file and
+// admin kubeconfig, for the demo script to read.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/test/cluster"
+)
+
+func main() {
+	dir := flag.String("dir", ".demo/cluster", "working directory (certificates, etcd data, logs)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(*dir, log); err != nil {
+		log.Error("devcluster failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(sctx, &cluster.Options{Dir: dir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	env := fmt.Sprintf("APISERVER_URL=%s\nAPISERVER_CA=%s\nADMIN_KUBECONFIG=%s\n", c.URL, c.CAFile, c.AdminKubeconfig)
+	if err := os.WriteFile(filepath.Join(dir, "cluster.env"), []byte(env), 0o600); err != nil {
+		return err
+	}
+	log.Info("etcd and kube-apiserver are up", "url", c.URL)
+	<-ctx.Done()
+	log.Info("stopping kube-apiserver, then etcd")
+	return nil
+}

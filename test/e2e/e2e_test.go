@@ -1,0 +1,348 @@
+package e2e
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/test/kubectl"
+)
+
+var nsCounter atomic.Int64
+
+// namespace creates a namespace (with its default ServiceAccount) for one test.
+func namespace(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	ns := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	if len(ns) > 40 {
+		ns = ns[:40]
+	}
+	ns = fmt.Sprintf("e2e-%s-%d", strings.Trim(ns, "-"), nsCounter.Add(1))
+	if err := shared.cluster.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// run runs kubectl with the relay-issued kubeconfig.
+func run(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	out, stderr, err := kubectl.Run(ctx, shared.kubeconfig, nil, nil, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+func TestKubeconfigPointsAtRelay(t *testing.T) {
+	cfg, err := clientcmd.LoadFromFile(shared.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
+	if want := shared.relay.url + "/clusters/e2e"; c.Server != want {
+		t.Fatalf("kubeconfig server = %q, want %q", c.Server, want)
+	}
+	ca, _ := os.ReadFile(shared.relay.caFile())
+	if string(c.CertificateAuthorityData) != string(ca) {
+		t.Fatal("kubeconfig does not carry the relay CA")
+	}
+}
+
+func TestGetNamespaces(t *testing.T) {
+	ctx := testContext(t)
+	out := run(t, ctx, "get", "ns", "-o", "name")
+	for _, want := range []string{"namespace/default", "namespace/kube-system"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get ns through the relay: missing %s in\n%s", want, out)
+		}
+	}
+	// It really went through the relay: its metrics counted the request.
+	// (The kubeconfig's server is the relay; see TestKubeconfigPointsAtRelay.)
+	v := run(t, ctx, "version", "-o", "json")
+	if !strings.Contains(v, `"gitVersion": "v1.37.2"`) {
+		t.Errorf("server version through the relay:\n%s", v)
+	}
+}
+
+const manifest = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-secret
+stringData:
+  password: s3cr3t
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: app
+spec:
+  ports:
+  - port: 80
+`
+
+func TestApplyGetDelete(t *testing.T) {
+	ctx := testContext(t)
+	ns := namespace(t, ctx)
+	f := filepath.Join(t.TempDir(), "app.yaml")
+	os.WriteFile(f, []byte(manifest), 0o600)
+	out := run(t, ctx, "apply", "-n", ns, "-f", f)
+	for _, want := range []string{"configmap/app-config created", "secret/app-secret created", "serviceaccount/app created", "service/app created"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := run(t, ctx, "get", "-n", ns, "configmap", "app-config", "-o", "jsonpath={.data.greeting}"); got != "hello" {
+		t.Errorf("configmap data through the relay = %q", got)
+	}
+	// Applying again is a no-op, as kubectl reports.
+	if out := run(t, ctx, "apply", "-n", ns, "-f", f); !strings.Contains(out, "configmap/app-config unchanged") {
+		t.Errorf("second apply:\n%s", out)
+	}
+	out = run(t, ctx, "delete", "-n", ns, "-f", f)
+	if !strings.Contains(out, `configmap "app-config" deleted`) {
+		t.Errorf("delete output:\n%s", out)
+	}
+	cs, _ := shared.cluster.Clientset()
+	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "app-config", metav1.GetOptions{}); err == nil {
+		t.Error("configmap still exists after kubectl delete through the relay")
+	}
+}
+
+func TestPaginatedList(t *testing.T) {
+	ctx := testContext(t)
+	ns := namespace(t, ctx)
+	cs, err := shared.cluster.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	next := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%04d", i)}, Data: map[string]string{"i": fmt.Sprint(i)}}
+				if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	out, stderr, err := kubectl.Run(ctx, shared.kubeconfig, nil, nil, "get", "configmaps", "-n", ns, "-o", "name", "--chunk-size=300", "-v=6")
+	if err != nil {
+		t.Fatalf("kubectl get configmaps: %v\n%s", err, stderr)
+	}
+	if got := strings.Count(out, "configmap/cm-"); got != n {
+		t.Errorf("listed %d configmaps through the relay, want %d", got, n)
+	}
+	// kubectl paged through them: one request per chunk, with continue tokens.
+	if pages := strings.Count(stderr, "continue="); pages < n/300 {
+		t.Errorf("kubectl made %d continue requests, want at least %d (paginated list)", pages, n/300)
+	}
+}
+
+func TestWatchSeesLaterObjects(t *testing.T) {
+	ctx := testContext(t)
+	ns := namespace(t, ctx)
+	cs, _ := shared.cluster.Clientset()
+	create := func(name string) {
+		t.Helper()
+		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("before-watch")
+	w, err := kubectl.Start(ctx, shared.kubeconfig, nil, "get", "configmaps", "-n", ns, "-w", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := w.WaitForStdout(ctx, "configmap/before-watch"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("after-watch-%d", i)
+		create(name)
+		// Each event is flushed through relay and tunnel while the watch stays open.
+		if err := w.WaitForStdout(ctx, "configmap/"+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestUnknownClusterIs404(t *testing.T) {
+	ctx := testContext(t)
+	cfg, _ := clientcmd.LoadFromFile(shared.kubeconfig)
+	for _, c := range cfg.Clusters {
+		c.Server = shared.relay.url + "/clusters/no-such-cluster"
+	}
+	path := filepath.Join(t.TempDir(), "kc")
+	clientcmd.WriteToFile(*cfg, path)
+	if _, stderr, err := kubectl.Run(ctx, path, nil, nil, "get", "ns"); err == nil || !strings.Contains(stderr, "NotFound") {
+		t.Fatalf("kubectl get ns on an unknown cluster: err=%v stderr=%s", err, stderr)
+	}
+	// kubectl's discovery hides a 404's message; a raw GET (whose path is
+	// taken from the host's root) shows the relay's Status.
+	_, stderr, err := kubectl.Run(ctx, path, nil, nil, "get", "--raw", "/clusters/no-such-cluster/api/v1/namespaces")
+	if err == nil || !strings.Contains(stderr, "Error from server (NotFound)") || !strings.Contains(stderr, `cluster "no-such-cluster" is not registered with this relay`) {
+		t.Fatalf("kubectl on an unknown cluster: err=%v stderr=%s", err, stderr)
+	}
+}
+
+func TestAgentKilledGives503(t *testing.T) {
+	ctx := testContext(t)
+	r := shared.relay
+	a, err := r.connectCluster(ctx, "killed", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	kc, err := r.kubeconfig(ctx, "killed", shared.saToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns"); err != nil {
+		t.Fatalf("before the kill: %v\n%s", err, stderr)
+	}
+	a.Kill() // SIGKILL: no drain, no goodbye
+	_, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns", "--request-timeout=30s")
+	if err == nil || !strings.Contains(stderr, "cluster killed is not connected") {
+		t.Fatalf("kubectl after the agent was killed: err=%v stderr=%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "ServiceUnavailable") {
+		t.Errorf("want a 503 ServiceUnavailable Status, kubectl printed: %s", stderr)
+	}
+}
+
+func TestRelayRestartAgentReconnects(t *testing.T) {
+	ctx := testContext(t)
+	dir := filepath.Join(shared.dir, "relay-restart")
+	r, err := startRelay(ctx, dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { r.stop() }()
+	a, err := r.connectCluster(ctx, "restart", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	kc, err := r.kubeconfig(ctx, "restart", shared.saToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns"); err != nil {
+		t.Fatalf("before the restart: %v\n%s", err, stderr)
+	}
+	r.stop()
+	r, err = startRelay(ctx, dir, r.port) // same port, same state
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent reconnects and kubectl works again within 10 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns", "--request-timeout=5s")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubectl still failing 10 s after the relay restarted: %v\n%s\nagent log:\n%s", err, stderr, a.Tail(20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAgentRefusesTargetsOffItsAllowList plays the relay itself, so that it
+// can ask the real agent binary for streams the relay never asks for.
+func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
+	ctx := testContext(t)
+	sessions := make(chan *tunnel.Session, 2)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := tunnel.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		sessions <- s
+		<-s.Done()
+	}))
+	srv.EnableHTTP2 = false
+	srv.StartTLS()
+	defer srv.Close()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.crt")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("unused"), 0o600)
+	fake := &relayProc{url: srv.URL, dataDir: dir}
+	a, err := startAgent(fake, "allow", secret, 1, "--relay-ca-file", caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	var s *tunnel.Session
+	select {
+	case s = <-sessions:
+	case <-ctx.Done():
+		t.Fatalf("agent never connected:\n%s", a.Tail(20))
+	}
+	defer s.Close()
+	for _, target := range []string{"10.0.0.1:22", "127.0.0.1:22", strings.TrimPrefix(shared.cluster.URL, "https://"), "metadata"} {
+		_, err := s.Open(ctx, target)
+		var se *tunnel.StreamError
+		if !errors.As(err, &se) || se.Code != tunnel.CodeTargetNotAllowed {
+			t.Errorf("stream to %q: %v, want the agent to refuse it as not allowed", target, err)
+		}
+	}
+	// The allowed target still works on the same tunnel.
+	c, err := s.Open(ctx, "kube")
+	if err != nil {
+		t.Fatalf("stream to kube: %v", err)
+	}
+	c.Close()
+}
