@@ -43,7 +43,7 @@ type Options struct {
 	DrainTimeout      time.Duration
 	// BackoffMin and BackoffMax bound the reconnect backoff (full jitter).
 	BackoffMin, BackoffMax time.Duration
-	Log               logging.Options
+	Log                    logging.Options
 }
 
 // NewOptions returns the defaults, reading the in-cluster environment.
