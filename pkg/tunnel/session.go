@@ -220,10 +220,6 @@ func (c *stream) Close() error {
 	return err
 }
 
-// CloseWrite half-closes the stream: the peer reads EOF, this side can still
-// read. (A yamux Close is already a half-close until the peer closes too.)
-func (c *stream) CloseWrite() error { return c.Stream.Close() }
-
 // DialFunc connects to an upstream the agent allows.
 type DialFunc func(ctx context.Context) (net.Conn, error)
 
@@ -314,29 +310,25 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, targets Tar
 	pipe(c, up)
 }
 
-type closeWriter interface{ CloseWrite() error }
-
-// pipe copies both ways until both directions end. EOF in one direction is
-// passed on as a half-close, so a request body's end reaches the upstream
-// while the response still flows; an error in either closes both.
-func pipe(a, b net.Conn) {
+// pipe joins a stream and its upstream connection until both are done.
+//
+// The relay never half-closes a stream: its FIN means it is finished with the
+// stream (an HTTP client closing its connection), so the upstream is closed at
+// once, whatever it is still sending. The upstream's EOF, in contrast, is
+// passed on as a FIN (a half-close), so the response's end reaches the relay,
+// which then closes; if it does not, yamux resets the stream after
+// CloseTimeout.
+func pipe(st *stream, up net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyHalf(b, a)
+		_, _ = io.Copy(up, st)
+		up.Close()
+		st.Close()
 	}()
-	copyHalf(a, b)
-	<-done
-}
-
-func copyHalf(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
-	if cw, ok := dst.(closeWriter); ok && err == nil {
-		if cw.CloseWrite() == nil {
-			return
-		}
+	if _, err := io.Copy(st, up); err != nil {
+		up.Close()
 	}
-	// An error, or no half-close: end both so the other direction stops too.
-	dst.Close()
-	src.Close()
+	st.Close() // a FIN: the relay reads EOF
+	<-done
 }

@@ -58,6 +58,43 @@ type harness struct {
 // start runs a relay-side endpoint (TLS) and an agent Client with n tunnels
 // whose allow-list has "echo" → the echo server and "dead" → a closed port.
 func start(t *testing.T, n int, header http.Header) *harness {
+	return startWith(t, n, header, nil)
+}
+
+// sourceServer is an upstream that writes until its connection breaks and
+// ignores the end of its input, then reports on closed.
+func sourceServer(t *testing.T, closed chan<- struct{}) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						break
+					}
+				}
+				if closed != nil {
+					closed <- struct{}{}
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+func startWith(t *testing.T, n int, header http.Header, sourceClosed chan<- struct{}) *harness {
 	t.Helper()
 	h := &harness{pool: &Pool{}, done: make(chan struct{})}
 	var handlers sync.WaitGroup
@@ -66,7 +103,7 @@ func start(t *testing.T, n int, header http.Header) *harness {
 			http.Error(w, `{"kind":"Status","message":"bad secret"}`, http.StatusUnauthorized)
 			return
 		}
-		s, err := Accept(w, r, &Config{DialTimeout: 2 * time.Second})
+		s, err := Accept(w, r, &Config{DialTimeout: 2 * time.Second, CloseTimeout: 300 * time.Millisecond})
 		if err != nil {
 			t.Errorf("accept: %v", err)
 			return
@@ -80,6 +117,7 @@ func start(t *testing.T, n int, header http.Header) *harness {
 	h.srv.StartTLS()
 
 	echo := echoServer(t)
+	sourceAddr := sourceServer(t, sourceClosed)
 	dead := func() string {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		a := ln.Addr().String()
@@ -96,7 +134,7 @@ func start(t *testing.T, n int, header http.Header) *harness {
 	c, err := NewClient(ClientOptions{
 		URL:          "wss" + strings.TrimPrefix(h.srv.URL, "https") + "/tunnel",
 		Tunnels:      n,
-		Targets:      Targets{"echo": dialer(echo), "dead": dialer(dead)},
+		Targets:      Targets{"echo": dialer(echo), "dead": dialer(dead), "source": dialer(sourceAddr)},
 		Dial:         DialOptions{TLSConfig: tlsCfg, Header: header},
 		Backoff:      Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 		DrainTimeout: 10 * time.Second,
@@ -146,12 +184,9 @@ func TestEchoRoundTrip(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			go func() {
-				c.Write(payload)
-				c.(closeWriter).CloseWrite()
-			}()
-			got, err := io.ReadAll(c)
-			if err != nil {
+			go c.Write(payload)
+			got := make([]byte, len(payload))
+			if _, err := io.ReadFull(c, got); err != nil {
 				t.Error(err)
 				return
 			}
@@ -338,4 +373,33 @@ func FuzzReadReply(f *testing.F) {
 			t.Fatalf("message of %d bytes accepted", len(msg))
 		}
 	})
+}
+
+// A stream the relay closed while its upstream keeps sending is reset after
+// CloseTimeout, and the agent lets go of the upstream connection.
+func TestCloseTimeoutResetsStream(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	h := startWith(t, 1, http.Header{"Authorization": {"Bearer good"}}, closed)
+	h.waitTunnels(t, 1)
+	c, err := h.pool.Open(context.Background(), "source")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("upstream connection still open 10 s after the relay closed the stream (close timeout 300 ms)")
+	}
+	s := h.client.Sessions()[0]
+	deadline := time.Now().Add(5 * time.Second)
+	for s.ActiveStreams() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent still counts %d streams", s.ActiveStreams())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
