@@ -11,23 +11,34 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/clusteragent/identity"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
 
 // In-cluster defaults: the API server as every pod sees it.
 const (
-	inClusterCAFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+	inClusterCAFile        = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+	inClusterNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 )
 
 // Options are the clusteragent command's settings; start from NewOptions.
 type Options struct {
-	Roles       []string
-	RelayURL    string
-	Cluster     string
-	SecretFile  string
-	RelayCAFile string
-	Tunnels     int
+	Roles    []string
+	RelayURL string
+	Cluster  string
+	// RegistrationTokenFile holds the one-time token printed by `connectctl
+	// clusters create`; read only when the agent must enrol.
+	RegistrationTokenFile string
+	RelayCAFile           string
+	// Namespace holds the identity Secret; default: the pod's namespace.
+	Namespace string
+	// IdentitySecret names that Secret.
+	IdentitySecret string
+	// Kubeconfig for the agent's own Kubernetes API access (the identity
+	// Secret); empty means in-cluster.
+	Kubeconfig string
+	Tunnels    int
 	// Upstream is where the "kube" target goes: the API server (or
 	// kube-aad-proxy). Default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
 	Upstream       string
@@ -61,6 +72,13 @@ func NewOptions() *Options {
 		BackoffMin:        500 * time.Millisecond,
 		BackoffMax:        8 * time.Second,
 		Log:               logging.Defaults(),
+		IdentitySecret:    identity.DefaultSecretName,
+		Namespace:         os.Getenv("POD_NAMESPACE"),
+	}
+	if o.Namespace == "" {
+		if b, err := os.ReadFile(inClusterNamespaceFile); err == nil {
+			o.Namespace = strings.TrimSpace(string(b))
+		}
 	}
 	if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"); h != "" && p != "" {
 		o.Upstream = "https://" + net.JoinHostPort(h, p)
@@ -77,7 +95,10 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	})
 	fs.StringVar(&o.RelayURL, "relay-url", o.RelayURL, "relay base URL, https://host:port")
 	fs.StringVar(&o.Cluster, "cluster", o.Cluster, "this cluster's registered name")
-	fs.StringVar(&o.SecretFile, "secret-file", o.SecretFile, "file with the agent secret printed by `connectctl clusters create`")
+	fs.StringVar(&o.RegistrationTokenFile, "registration-token-file", o.RegistrationTokenFile, "file with the one-time registration token from `connectctl clusters create` (used only to enrol)")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the identity Secret (default: $POD_NAMESPACE, or the pod's namespace)")
+	fs.StringVar(&o.IdentitySecret, "identity-secret", o.IdentitySecret, "name of the Secret holding the cluster's key and certificate")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig for the agent's own API access (default: in-cluster)")
 	fs.StringVar(&o.RelayCAFile, "relay-ca-file", o.RelayCAFile, "CA bundle to trust for the relay (added to the system roots)")
 	fs.IntVar(&o.Tunnels, "tunnels", o.Tunnels, "parallel tunnels to keep")
 	fs.StringVar(&o.Upstream, "upstream", o.Upstream, "Kubernetes API upstream for the \"kube\" target (default: the in-cluster API server)")
@@ -115,8 +136,11 @@ func (o *Options) Validate() error {
 	if o.Cluster == "" {
 		errs = append(errs, errors.New("--cluster is required"))
 	}
-	if o.SecretFile == "" {
-		errs = append(errs, errors.New("--secret-file is required (the secret printed by `connectctl clusters create`)"))
+	if o.Namespace == "" {
+		errs = append(errs, errors.New("--namespace is required outside a pod (where the identity Secret lives)"))
+	}
+	if o.IdentitySecret == "" {
+		errs = append(errs, errors.New("--identity-secret must not be empty"))
 	}
 	if o.Upstream == "" {
 		errs = append(errs, errors.New("--upstream is required outside a cluster (e.g. https://127.0.0.1:6443)"))

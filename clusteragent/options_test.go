@@ -9,6 +9,7 @@ import (
 
 func TestOptionsDefaults(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+	t.Setenv("POD_NAMESPACE", "agents")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
 	o := NewOptions()
 	if o.Upstream != "https://10.0.0.1:443" || o.UpstreamCAFile != inClusterCAFile {
@@ -18,7 +19,8 @@ func TestOptionsDefaults(t *testing.T) {
 		o.StreamWindow != 4<<20 || o.MaxStreams != 1024 ||
 		o.KeepAliveInterval != 15*time.Second || o.KeepAliveTimeout != 10*time.Second ||
 		o.DrainTimeout != 30*time.Second || o.BackoffMin != 500*time.Millisecond || o.BackoffMax != 8*time.Second ||
-		o.Log.Level != "info" || o.Log.Format != "text" {
+		o.Log.Level != "info" || o.Log.Format != "text" ||
+		o.Namespace != "agents" || o.IdentitySecret != "clusterconnect-identity" || o.Kubeconfig != "" {
 		t.Errorf("defaults changed: %+v", o)
 	}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
@@ -28,7 +30,7 @@ func TestOptionsDefaults(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	base := []string{"--relay-url", "https://relay:8443", "--cluster", "c", "--secret-file", "s", "--upstream", "https://127.0.0.1:6443"}
+	base := []string{"--relay-url", "https://relay:8443", "--cluster", "c", "--namespace", "ns", "--upstream", "https://127.0.0.1:6443"}
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -7,13 +7,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
+	"github.com/clusterconnect/clusterconnect/clusteragent/identity"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
 
@@ -26,13 +32,16 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	for name, u := range o.Allow {
 		targets[name] = connect.Upstream{URL: u}
 	}
+	id, err := startIdentity(ctx, o, log.With("role", "identity"))
+	if err != nil {
+		return err
+	}
 	agent, err := connect.New(connect.Config{
-		RelayURL:    o.RelayURL,
-		Cluster:     o.Cluster,
-		SecretFile:  o.SecretFile,
-		RelayCAFile: o.RelayCAFile,
-		Tunnels:     o.Tunnels,
-		Targets:     targets,
+		RelayURL:  o.RelayURL,
+		Cluster:   o.Cluster,
+		TLSConfig: id.TLSConfig(),
+		Tunnels:   o.Tunnels,
+		Targets:   targets,
 		Tunnel: &tunnel.Config{
 			StreamWindow:      uint32(o.StreamWindow),
 			MaxStreams:        o.MaxStreams,
@@ -61,7 +70,21 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { id.Run(ctx) })
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-id.Rotated():
+				log.Info("certificate rotated; moving the tunnels to it", "not_after", id.NotAfter())
+				agent.Refresh()
+			}
+		}
+	})
 	agent.Run(ctx)
+	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -69,4 +92,56 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	}
 	log.Info("clusteragent stopped")
 	return nil
+}
+
+// startIdentity loads the cluster identity from its Secret, or enrols with
+// the registration token. It retries with backoff until it succeeds or ctx
+// ends (the relay may be down, or an operator may still be putting a new
+// token in place), logging once per change of error.
+func startIdentity(ctx context.Context, o *Options, log *slog.Logger) (*identity.Identity, error) {
+	var rc *rest.Config
+	var err error
+	if o.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for the identity Secret (set --kubeconfig outside a cluster): %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.New(identity.Config{
+		RelayURL:              o.RelayURL,
+		Cluster:               o.Cluster,
+		RegistrationTokenFile: o.RegistrationTokenFile,
+		RelayCAFile:           o.RelayCAFile,
+		Client:                cs,
+		Namespace:             o.Namespace,
+		SecretName:            o.IdentitySecret,
+		Logger:                log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	backoff := tunnel.Backoff{Min: o.BackoffMin, Max: 4 * o.BackoffMax}
+	var last string
+	for attempt := 0; ; attempt++ {
+		err := id.Ensure(ctx)
+		if err == nil {
+			log.Info("cluster identity ready", "cluster", o.Cluster, "not_after", id.NotAfter())
+			return id, nil
+		}
+		if msg := err.Error(); msg != last {
+			log.Error("cluster identity not available; retrying", "err", err)
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster identity: %w", err)
+		case <-time.After(backoff.Delay(attempt)):
+		}
+	}
 }

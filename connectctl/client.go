@@ -106,10 +106,18 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 }
 
-// CreateCluster registers a cluster; the answer holds its agent secret.
-func (c *Client) CreateCluster(ctx context.Context, name string) (*relay.ClusterView, error) {
+// CreateCluster registers a cluster; the answer holds its one-time
+// registration token. ttl zero means the relay's default.
+func (c *Client) CreateCluster(ctx context.Context, name string, ttl time.Duration) (*relay.ClusterView, error) {
 	var v relay.ClusterView
-	return &v, c.do(ctx, http.MethodPost, "/api/v1/clusters", relay.CreateRequest{Name: name}, &v)
+	return &v, c.do(ctx, http.MethodPost, "/api/v1/clusters", relay.CreateRequest{Name: name, TokenTTLSeconds: int(ttl.Seconds())}, &v)
+}
+
+// NewRegistrationToken issues a fresh registration token for a cluster (to
+// re-register it); earlier tokens stop working.
+func (c *Client) NewRegistrationToken(ctx context.Context, name string, ttl time.Duration) (*relay.ClusterView, error) {
+	var v relay.ClusterView
+	return &v, c.do(ctx, http.MethodPost, "/api/v1/clusters/"+name+"/registration-token", relay.TokenRequest{TokenTTLSeconds: int(ttl.Seconds())}, &v)
 }
 
 // GetCluster returns one cluster.

@@ -118,34 +118,58 @@ func mustToken(c *Config) string {
 
 func clustersCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Register, list, show and delete clusters"}
-	var secretFile string
+	var tokenFile string
+	var ttl time.Duration
+	printToken := func(cmd *cobra.Command, cl *Client, v *relay.ClusterView, what string) error {
+		out := cmd.OutOrStdout()
+		expires := v.RegistrationTokenExpiresAt.Local().Format(time.RFC3339)
+		if tokenFile != "" {
+			if err := os.WriteFile(tokenFile, []byte(v.RegistrationToken+"\n"), 0o600); err != nil {
+				return fmt.Errorf("writing the token failed (issue another with `connectctl clusters token %s`): %w", v.Name, err)
+			}
+			fmt.Fprintf(out, "Cluster %q %s. Registration token (one use, until %s) written to %s.\n", v.Name, what, expires, tokenFile)
+		} else {
+			fmt.Fprintf(out, "Cluster %q %s.\nRegistration token (one use, until %s): %s\n", v.Name, what, expires, v.RegistrationToken)
+		}
+		fmt.Fprintf(out, "Run the agent in the cluster with:\n  clusteragent --relay-url %s --cluster %s --registration-token-file <file holding the token>\n", cl.base, v.Name)
+		return nil
+	}
 	create := &cobra.Command{
 		Use:   "create NAME",
-		Short: "Register a cluster and print its agent secret (shown once)",
+		Short: "Register a cluster and print its one-time registration token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.client()
 			if err != nil {
 				return err
 			}
-			v, err := cl.CreateCluster(cmd.Context(), args[0])
+			v, err := cl.CreateCluster(cmd.Context(), args[0], ttl)
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if secretFile != "" {
-				if err := os.WriteFile(secretFile, []byte(v.AgentSecret+"\n"), 0o600); err != nil {
-					return fmt.Errorf("cluster created, but writing the secret failed (delete and re-create it): %w", err)
-				}
-				fmt.Fprintf(out, "Cluster %q registered. Agent secret written to %s.\n", v.Name, secretFile)
-			} else {
-				fmt.Fprintf(out, "Cluster %q registered.\nAgent secret (shown once): %s\n", v.Name, v.AgentSecret)
-			}
-			fmt.Fprintf(out, "Run the agent in the cluster with:\n  clusteragent --relay-url %s --cluster %s --secret-file <file holding the secret>\n", cl.base, v.Name)
-			return nil
+			return printToken(cmd, cl, v, "registered")
 		},
 	}
-	create.Flags().StringVar(&secretFile, "secret-file", "", "write the agent secret to this file (mode 0600) instead of printing it")
+	token := &cobra.Command{
+		Use:   "token NAME",
+		Short: "Issue a new one-time registration token (to re-register a cluster); earlier tokens stop working",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			v, err := cl.NewRegistrationToken(cmd.Context(), args[0], ttl)
+			if err != nil {
+				return err
+			}
+			return printToken(cmd, cl, v, "has a new registration token")
+		},
+	}
+	for _, c := range []*cobra.Command{create, token} {
+		c.Flags().StringVar(&tokenFile, "token-file", "", "write the registration token to this file (mode 0600) instead of printing it")
+		c.Flags().DurationVar(&ttl, "token-ttl", 0, "how long the token can be used (default: the relay's, 1h)")
+	}
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -198,15 +222,19 @@ func clustersCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(create, list, show, del)
+	c.AddCommand(create, token, list, show, del)
 	return c
 }
 
 func printTable(w io.Writer, items []relay.ClusterView) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCONNECTED\tTUNNELS\tAGE")
+	fmt.Fprintln(tw, "NAME\tSTATUS\tTUNNELS\tCERT EXPIRES\tAGE")
 	for _, v := range items {
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%s\n", v.Name, v.Connected, v.Tunnels, age(v.CreatedAt))
+		exp := "-"
+		if !v.CertificateExpiresAt.IsZero() {
+			exp = v.CertificateExpiresAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", v.Name, v.Status, v.Tunnels, exp, age(v.CreatedAt))
 	}
 	tw.Flush()
 }

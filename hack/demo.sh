@@ -72,12 +72,15 @@ up() {
 	export CONNECTCTL_CONFIG="$state/connectctl.yaml"
 	wait_for "relay" 30 "$bin/connectctl" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --token-file "$state/relay/admin-token"
 
-	echo "==> registering cluster '$cluster_name'"
-	"$bin/connectctl" clusters create "$cluster_name" --secret-file "$state/agent.secret" >/dev/null
+	echo "==> registering cluster '$cluster_name' (one-time registration token)"
+	"$bin/connectctl" clusters create "$cluster_name" --token-file "$state/registration.token" >/dev/null
 
-	echo "==> starting the clusterconnect agent (2 tunnels)"
+	echo "==> starting the clusterconnect agent: it enrols (key made locally, certificate from the relay,"
+	echo "    kept in Secret clusterconnect/clusterconnect-identity) and opens 2 tunnels with mTLS"
+	"${admin[@]}" create namespace clusterconnect >/dev/null
 	start_bg clusteragent "$state/clusteragent.log" "$bin/clusteragent" --relay-url "$relay_url" \
-		--cluster "$cluster_name" --secret-file "$state/agent.secret" --relay-ca-file "$state/relay/ca.crt" \
+		--cluster "$cluster_name" --registration-token-file "$state/registration.token" \
+		--relay-ca-file "$state/relay/ca.crt" --namespace clusterconnect --kubeconfig "$ADMIN_KUBECONFIG" \
 		--upstream "$APISERVER_URL" --upstream-ca-file "$APISERVER_CA" --listen 127.0.0.1:0
 	wait_for "agent tunnels" 30 sh -c "'$bin/connectctl' clusters show '$cluster_name' -o json | grep -q '\"connected\": true'"
 

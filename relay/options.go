@@ -33,6 +33,13 @@ type Options struct {
 	// AdminTokenFile holds the management API token; empty means
 	// <data-dir>/admin-token, generated on first start.
 	AdminTokenFile string
+	// ClusterCACertFile and ClusterCAKeyFile load the cluster CA from files;
+	// empty means the CA kept in the store, created on first start.
+	ClusterCACertFile, ClusterCAKeyFile string
+	// CertLifetime of the cluster certificates the relay issues.
+	CertLifetime time.Duration
+	// RegistrationTokenTTL is the default lifetime of registration tokens.
+	RegistrationTokenTTL time.Duration
 	// Tunnel settings.
 	StreamWindow      uint
 	MaxStreams        int
@@ -47,15 +54,17 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{
-		Listen:            ":8443",
-		DataDir:           "relay-data",
-		Hostnames:         []string{"localhost", "127.0.0.1", "::1"},
-		StreamWindow:      tunnel.DefaultStreamWindow,
-		MaxStreams:        tunnel.DefaultMaxStreams,
-		KeepAliveInterval: tunnel.DefaultKeepAliveInterval,
-		KeepAliveTimeout:  tunnel.DefaultKeepAliveTimeout,
-		ShutdownTimeout:   15 * time.Second,
-		Log:               logging.Defaults(),
+		Listen:               ":8443",
+		DataDir:              "relay-data",
+		Hostnames:            []string{"localhost", "127.0.0.1", "::1"},
+		CertLifetime:         90 * 24 * time.Hour,
+		RegistrationTokenTTL: time.Hour,
+		StreamWindow:         tunnel.DefaultStreamWindow,
+		MaxStreams:           tunnel.DefaultMaxStreams,
+		KeepAliveInterval:    tunnel.DefaultKeepAliveInterval,
+		KeepAliveTimeout:     tunnel.DefaultKeepAliveTimeout,
+		ShutdownTimeout:      15 * time.Second,
+		Log:                  logging.Defaults(),
 	}
 }
 
@@ -72,6 +81,10 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving key (PEM)")
 	fs.StringVar(&o.CAFile, "ca-file", o.CAFile, "CA bundle clients trust for --tls-cert-file; put into issued kubeconfigs")
 	fs.StringVar(&o.AdminTokenFile, "admin-token-file", o.AdminTokenFile, "file with the management API token (default <data-dir>/admin-token, generated)")
+	fs.StringVar(&o.ClusterCACertFile, "cluster-ca-cert-file", o.ClusterCACertFile, "cluster CA certificate (PEM); default: a CA kept in the store, created on first start")
+	fs.StringVar(&o.ClusterCAKeyFile, "cluster-ca-key-file", o.ClusterCAKeyFile, "cluster CA private key (PEM)")
+	fs.DurationVar(&o.CertLifetime, "cert-lifetime", o.CertLifetime, "lifetime of cluster certificates; agents renew at two-thirds of it")
+	fs.DurationVar(&o.RegistrationTokenTTL, "registration-token-ttl", o.RegistrationTokenTTL, "default lifetime of one-time registration tokens")
 	fs.UintVar(&o.StreamWindow, "stream-window", o.StreamWindow, "per-stream receive window in bytes")
 	fs.IntVar(&o.MaxStreams, "max-streams", o.MaxStreams, "streams open at once per tunnel")
 	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
@@ -100,6 +113,15 @@ func (o *Options) Validate() error {
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
+	}
+	if (o.ClusterCACertFile == "") != (o.ClusterCAKeyFile == "") {
+		errs = append(errs, errors.New("--cluster-ca-cert-file and --cluster-ca-key-file go together"))
+	}
+	if o.CertLifetime < 10*time.Second {
+		errs = append(errs, fmt.Errorf("--cert-lifetime %s: want at least 10s (short lifetimes are for tests)", o.CertLifetime))
+	}
+	if o.RegistrationTokenTTL < time.Second || o.RegistrationTokenTTL > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("--registration-token-ttl %s: want 1s to 7 days", o.RegistrationTokenTTL))
 	}
 	if o.StreamWindow < 256<<10 || o.StreamWindow > 1<<30 {
 		errs = append(errs, fmt.Errorf("--stream-window %d: want 256 KiB to 1 GiB", o.StreamWindow))

@@ -3,6 +3,12 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -11,9 +17,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +29,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay"
+	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
@@ -36,6 +43,20 @@ type env struct {
 	ts    *httptest.Server
 	caPEM []byte
 	dir   string
+	now   atomic.Pointer[time.Time] // the relay's clock; nil means real time
+}
+
+func (e *env) clock() time.Time {
+	if t := e.now.Load(); t != nil {
+		return *t
+	}
+	return time.Now()
+}
+
+// advance moves the relay's clock forward.
+func (e *env) advance(d time.Duration) {
+	t := e.clock().Add(d)
+	e.now.Store(&t)
 }
 
 func newEnv(t *testing.T) *env {
@@ -48,13 +69,24 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: dir}
 	ts := httptest.NewUnstartedServer(nil)
 	ts.EnableHTTP2 = true
+	ts.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	ts.StartTLS()
+	caCert, caKey, err := clusterca.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := clusterca.Load(caCert, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
 	srv, err := relay.New(relay.Config{
 		Store:       st,
 		ExternalURL: ts.URL,
 		CAPEM:       e.caPEM,
 		AdminToken:  adminToken,
+		ClusterCA:   ca,
+		Now:         e.clock,
 		Tunnel:      &tunnel.Config{DialTimeout: 3 * time.Second},
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -86,29 +118,71 @@ func (e *env) api(method, path, body string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-// register creates a cluster and returns the file holding its secret.
+// register creates a cluster and returns its registration token.
 func (e *env) register(name string) string {
+	e.t.Helper()
 	code, b := e.api("POST", "/api/v1/clusters", fmt.Sprintf(`{"name":%q}`, name))
 	if code != 201 {
 		e.t.Fatalf("create %s: %d %s", name, code, b)
 	}
 	var v relay.ClusterView
 	json.Unmarshal(b, &v)
-	f := filepath.Join(e.dir, name+".secret")
-	os.WriteFile(f, []byte(v.AgentSecret), 0o600)
-	return f
+	if v.RegistrationToken == "" || v.Status != "Connecting" {
+		e.t.Fatalf("create answer: %s", b)
+	}
+	return v.RegistrationToken
+}
+
+// enroll does what the agent's identity role does: a key, a CSR, and the
+// enrol call. It returns the status code, the Status message on failure,
+// and a TLS config presenting the certificate.
+func (e *env) enroll(name, token string) (int, string, *tls.Config) {
+	e.t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
+	body, _ := json.Marshal(relay.EnrollRequest{Cluster: name, Token: token, CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+	resp, err := e.ts.Client().Post(e.ts.URL+"/agent/v1/enroll", "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		var st struct{ Message string }
+		json.Unmarshal(b, &st)
+		return resp.StatusCode, st.Message, nil
+	}
+	var cr relay.CertificateResponse
+	if err := json.Unmarshal(b, &cr); err != nil {
+		e.t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	pair, err := tls.X509KeyPair([]byte(cr.Certificate), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(cr.CABundle))
+	return 200, "", &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}
+}
+
+// identity registers and enrols a cluster.
+func (e *env) identity(name string) *tls.Config {
+	e.t.Helper()
+	code, msg, cfg := e.enroll(name, e.register(name))
+	if code != 200 {
+		e.t.Fatalf("enrol %s: %d %s", name, code, msg)
+	}
+	return cfg
 }
 
 // agent runs an in-process agent whose "kube" target is upstream (a URL).
-func (e *env) agent(name, secretFile, upstream string, tunnels int) (*connect.Agent, func()) {
+func (e *env) agent(name string, tlsCfg *tls.Config, upstream string, tunnels int) (*connect.Agent, func()) {
 	e.t.Helper()
-	caFile := filepath.Join(e.dir, "relay-ca.pem")
-	os.WriteFile(caFile, e.caPEM, 0o600)
 	a, err := connect.New(connect.Config{
 		RelayURL:     e.ts.URL,
 		Cluster:      name,
-		SecretFile:   secretFile,
-		RelayCAFile:  caFile,
+		TLSConfig:    tlsCfg,
 		Tunnels:      tunnels,
 		Targets:      map[string]connect.Upstream{"kube": {URL: upstream, InsecureSkipVerify: true}},
 		Backoff:      tunnel.Backoff{Min: 10 * time.Millisecond, Max: 200 * time.Millisecond},
@@ -170,7 +244,7 @@ func TestProxyStripsPrefixAndPassesHeaders(t *testing.T) {
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s auth=%s q=%s", r.Method, r.URL.EscapedPath(), r.Header.Get("Authorization"), r.URL.RawQuery)
 	}))
-	e.agent("c1", e.register("c1"), up.URL, 2)
+	e.agent("c1", e.identity("c1"), up.URL, 2)
 	e.waitConnected("c1", 2)
 	req, _ := http.NewRequest("GET", e.ts.URL+"/clusters/c1/api/v1/namespaces/a%2Fb/pods?limit=5", nil)
 	req.Header.Set("Authorization", "Bearer user-token")
@@ -200,7 +274,7 @@ func TestErrors(t *testing.T) {
 	if code, reason, msg := status(t, get("/clusters/nope/api")); code != 404 || reason != "NotFound" || !strings.Contains(msg, `"nope" is not registered`) {
 		t.Errorf("unknown cluster: %d %s %q", code, reason, msg)
 	}
-	secret := e.register("c2")
+	id := e.identity("c2")
 	if code, _, msg := status(t, get("/clusters/c2/api")); code != 503 || !strings.Contains(msg, "cluster c2 is not connected") {
 		t.Errorf("no tunnel: %d %q", code, msg)
 	}
@@ -208,7 +282,7 @@ func TestErrors(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := "https://" + ln.Addr().String()
 	ln.Close()
-	e.agent("c2", secret, dead, 1)
+	e.agent("c2", id, dead, 1)
 	e.waitConnected("c2", 1)
 	if code, _, msg := status(t, get("/clusters/c2/api")); code != 502 || !strings.Contains(msg, "could not reach the Kubernetes API server") {
 		t.Errorf("dead upstream: %d %q", code, msg)
@@ -218,7 +292,7 @@ func TestErrors(t *testing.T) {
 func TestAgentKilledGives503(t *testing.T) {
 	e := newEnv(t)
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	_, stop := e.agent("c3", e.register("c3"), up.URL, 2)
+	_, stop := e.agent("c3", e.identity("c3"), up.URL, 2)
 	e.waitConnected("c3", 2)
 	stop()
 	e.waitConnected("c3", 0)
@@ -228,18 +302,6 @@ func TestAgentKilledGives503(t *testing.T) {
 	}
 	if code, _, _ := status(t, resp); code != 503 {
 		t.Fatalf("after the agent stopped: %d, want 503", code)
-	}
-}
-
-func TestWrongSecretRefused(t *testing.T) {
-	e := newEnv(t)
-	e.register("c4")
-	bad := filepath.Join(e.dir, "bad")
-	os.WriteFile(bad, []byte("not-the-secret"), 0o600)
-	e.agent("c4", bad, "https://127.0.0.1:1", 1)
-	time.Sleep(200 * time.Millisecond) // several attempts at 10–200 ms backoff
-	if n := e.srv.Connected("c4"); n != 0 {
-		t.Fatalf("agent with a wrong secret has %d tunnels", n)
 	}
 }
 
@@ -255,7 +317,7 @@ func TestStreamingIsFlushed(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 	}))
-	e.agent("c5", e.register("c5"), up.URL, 1)
+	e.agent("c5", e.identity("c5"), up.URL, 1)
 	e.waitConnected("c5", 1)
 	resp, err := e.ts.Client().Get(e.ts.URL + "/clusters/c5/api/v1/pods?watch=true")
 	if err != nil {
@@ -294,7 +356,7 @@ func TestUpgradeIsBytePipe(t *testing.T) {
 		brw.Flush()
 		io.Copy(conn, brw)
 	}))
-	e.agent("c6", e.register("c6"), up.URL, 1)
+	e.agent("c6", e.identity("c6"), up.URL, 1)
 	e.waitConnected("c6", 1)
 	// kubectl upgrades over HTTP/1.1.
 	conn, err := tlsDialH1(e)
@@ -328,7 +390,7 @@ func TestManagementAPI(t *testing.T) {
 			t.Errorf("create %s: %d %s", body, code, b)
 		}
 	}
-	secret := e.register("c7")
+	id := e.identity("c7")
 	if code, _ := e.api("POST", "/api/v1/clusters", `{"name":"c7"}`); code != 409 {
 		t.Errorf("duplicate create: %d", code)
 	}
@@ -348,7 +410,7 @@ func TestManagementAPI(t *testing.T) {
 	}
 	// Deleting a connected cluster closes its tunnels at once.
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	e.agent("c7", secret, up.URL, 2)
+	e.agent("c7", id, up.URL, 2)
 	e.waitConnected("c7", 2)
 	if code, b := e.api("DELETE", "/api/v1/clusters/c7", ""); code != 204 {
 		t.Fatalf("delete: %d %s", code, b)

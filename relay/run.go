@@ -17,6 +17,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
+	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
@@ -58,11 +59,18 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	}
 	defer st.Close()
 
+	ca, err := loadClusterCA(ctx, o, st)
+	if err != nil {
+		return err
+	}
 	srv, err := New(Config{
-		Store:       st,
-		ExternalURL: o.ExternalURL,
-		CAPEM:       caPEM,
-		AdminToken:  token,
+		Store:                st,
+		ExternalURL:          o.ExternalURL,
+		CAPEM:                caPEM,
+		AdminToken:           token,
+		ClusterCA:            ca,
+		CertLifetime:         o.CertLifetime,
+		RegistrationTokenTTL: o.RegistrationTokenTTL,
 		Tunnel: &tunnel.Config{
 			StreamWindow:      uint32(o.StreamWindow),
 			MaxStreams:        o.MaxStreams,
@@ -81,6 +89,11 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 			MinVersion:   tls.VersionTLS13,
 			Certificates: []tls.Certificate{pair},
 			NextProtos:   []string{"h2", "http/1.1"},
+			// Agents present their cluster certificate; kubectl presents
+			// none. The relay verifies it per request, so an expired or
+			// foreign certificate gets an answer that says what to do
+			// rather than a TLS alert.
+			ClientAuth: tls.RequestClientCert,
 		},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -146,4 +159,29 @@ func adminToken(o *Options) (string, error) {
 		return "", fmt.Errorf("admin token file %s is empty", path)
 	}
 	return t, nil
+}
+
+// loadClusterCA loads the cluster CA from files, or from the store, creating
+// it there on first start.
+func loadClusterCA(ctx context.Context, o *Options, st store.Store) (*clusterca.CA, error) {
+	if o.ClusterCACertFile != "" {
+		c, err := os.ReadFile(o.ClusterCACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster CA: %w", err)
+		}
+		k, err := os.ReadFile(o.ClusterCAKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster CA: %w", err)
+		}
+		return clusterca.Load(c, k)
+	}
+	c, k, err := clusterca.Generate()
+	if err != nil {
+		return nil, err
+	}
+	stored, err := st.InitCA(ctx, &store.CA{CertPEM: c, KeyPEM: k})
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA in the store: %w", err)
+	}
+	return clusterca.Load(stored.CertPEM, stored.KeyPEM)
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
@@ -44,8 +45,18 @@ type Config struct {
 	CAPEM []byte
 	// AdminToken authenticates the management API (Bearer).
 	AdminToken string
-	// Agents authenticates tunnel connections. Nil means SecretAuthenticator.
+	// ClusterCA signs and checks cluster identities. Required.
+	ClusterCA *clusterca.CA
+	// CertLifetime of cluster certificates; zero means 90 days.
+	CertLifetime time.Duration
+	// RegistrationTokenTTL is how long a registration token can be used;
+	// zero means 1 hour.
+	RegistrationTokenTTL time.Duration
+	// Agents authenticates tunnel connections. Nil means a CertAuthenticator
+	// on ClusterCA.
 	Agents AgentAuthenticator
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 	// Tunnel tunes the relay's side of each tunnel. Nil means defaults.
 	Tunnel *tunnel.Config
 	// Registry receives the relay's metrics and is served at /metrics. Nil
@@ -58,6 +69,7 @@ type Config struct {
 // Server is the relay's http.Handler.
 type Server struct {
 	cfg     Config
+	certs   CertAuthenticator
 	log     *slog.Logger
 	mux     *http.ServeMux
 	proxy   *httputil.ReverseProxy
@@ -87,8 +99,18 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Tunnel.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.ClusterCA == nil {
+		return nil, errors.New("relay: a cluster CA is required")
+	}
+	if cfg.CertLifetime == 0 {
+		cfg.CertLifetime = 90 * 24 * time.Hour
+	}
+	if cfg.RegistrationTokenTTL == 0 {
+		cfg.RegistrationTokenTTL = time.Hour
+	}
+	certs := CertAuthenticator{CA: cfg.ClusterCA, Now: cfg.Now}
 	if cfg.Agents == nil {
-		cfg.Agents = SecretAuthenticator{}
+		cfg.Agents = certs
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
@@ -98,6 +120,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
+		certs:    certs,
 		log:      cfg.Logger,
 		mux:      http.NewServeMux(),
 		pools:    map[string]*tunnel.Pool{},
@@ -133,17 +156,24 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /agent/v1/clusters/{name}/tunnel", s.serveAgent)
+	s.mux.HandleFunc("POST /agent/v1/enroll", s.enroll)
+	s.mux.HandleFunc("POST /agent/v1/renew", s.renew)
 	s.mux.HandleFunc("/clusters/{name}", s.serveCluster)
 	s.mux.HandleFunc("/clusters/{name}/{path...}", s.serveCluster)
 	s.mux.HandleFunc("GET /api/v1/clusters", s.admin(s.listClusters))
 	s.mux.HandleFunc("POST /api/v1/clusters", s.admin(s.createCluster))
 	s.mux.HandleFunc("GET /api/v1/clusters/{name}", s.admin(s.getCluster))
 	s.mux.HandleFunc("DELETE /api/v1/clusters/{name}", s.admin(s.deleteCluster))
+	s.mux.HandleFunc("POST /api/v1/clusters/{name}/registration-token", s.admin(s.newRegistrationToken))
 	s.mux.HandleFunc("GET /api/v1/clusters/{name}/kubeconfig", s.admin(s.kubeconfig))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/agent/") {
+			apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("no agent API %s %s on this relay: is the agent newer than the relay?", r.Method, r.URL.Path))
+			return
+		}
 		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("no such path %s on the relay: clusters are reached at /clusters/<name>/, the management API is at /api/v1/clusters", r.URL.Path))
 	})
 }
@@ -200,17 +230,16 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	c, err := s.cfg.Store.GetCluster(r.Context(), name)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("tunnel refused: cluster not registered")
-		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay: register it with `connectctl clusters create %s` and configure the agent with the secret it prints", name, name))
+		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay: register it with `connectctl clusters create %s` and give the agent the registration token it prints", name, name))
 		return
 	}
 	if err != nil {
 		apistatus.Error(w, http.StatusServiceUnavailable, "relay store unavailable: "+err.Error())
 		return
 	}
-	if err := s.cfg.Agents.AuthenticateAgent(r.Context(), r, c); err != nil {
-		log.Warn("tunnel refused: authentication failed", "err", err)
-		s.metrics.Errors.WithLabelValues("auth").Inc()
-		apistatus.Error(w, http.StatusUnauthorized, err.Error())
+	expires, err := s.cfg.Agents.AuthenticateAgent(r.Context(), r, c)
+	if err != nil {
+		s.authFailed(w, name, err)
 		return
 	}
 	tc := s.cfg.Tunnel.WithLogger(log).WithMetrics(s.metrics)
@@ -227,7 +256,15 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.cfg.Store.GetCluster(context.Background(), name); errors.Is(err, store.ErrNotFound) {
 		sess.Close()
 	}
-	log.Info("agent tunnel connected", "tunnels", p.Len())
+	log.Info("agent tunnel connected", "tunnels", p.Len(), "credential_expires", expires)
+	// The tunnel lives no longer than the credential it was opened with.
+	if !expires.IsZero() {
+		t := time.AfterFunc(expires.Sub(s.now()), func() {
+			log.Warn("closing tunnel: its certificate expired", "expired", expires)
+			sess.Close()
+		})
+		defer t.Stop()
+	}
 	<-sess.Done()
 	log.Info("agent tunnel closed", "tunnels", p.Len())
 }
@@ -353,8 +390,16 @@ type ClusterView struct {
 	CreatedAt time.Time `json:"createdAt"`
 	Connected bool      `json:"connected"`
 	Tunnels   int       `json:"tunnels"`
-	// AgentSecret is present only in the answer to the create call.
-	AgentSecret string `json:"agentSecret,omitempty"`
+	// Status is Connecting (registered, no agent yet), Connected (a tunnel
+	// is up), Offline or Expired (the cluster's certificate has expired).
+	Status string `json:"status"`
+	// CertificateExpiresAt is when the newest certificate issued to the
+	// cluster expires.
+	CertificateExpiresAt time.Time `json:"certificateExpiresAt,omitzero"`
+	// RegistrationToken is present only in the answer to create and
+	// registration-token calls: a one-time token for the agent's enrolment.
+	RegistrationToken          string    `json:"registrationToken,omitempty"`
+	RegistrationTokenExpiresAt time.Time `json:"registrationTokenExpiresAt,omitzero"`
 }
 
 // ClusterList is the answer to a list call.
@@ -364,7 +409,18 @@ type ClusterList struct {
 
 func (s *Server) view(c *store.Cluster) ClusterView {
 	n := s.Connected(c.Name)
-	return ClusterView{Name: c.Name, UID: c.UID, CreatedAt: c.CreatedAt, Connected: n > 0, Tunnels: n}
+	v := ClusterView{Name: c.Name, UID: c.UID, CreatedAt: c.CreatedAt, Connected: n > 0, Tunnels: n, CertificateExpiresAt: c.CertNotAfter}
+	switch {
+	case !c.CertNotAfter.IsZero() && s.now().After(c.CertNotAfter):
+		v.Status = "Expired"
+	case n > 0:
+		v.Status = "Connected"
+	case c.CertGeneration == 0:
+		v.Status = "Connecting"
+	default:
+		v.Status = "Offline"
+	}
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -391,6 +447,13 @@ func (s *Server) listClusters(w http.ResponseWriter, r *http.Request) {
 // CreateRequest is the body of a create call.
 type CreateRequest struct {
 	Name string `json:"name"`
+	// TokenTTLSeconds overrides the relay's registration token lifetime.
+	TokenTTLSeconds int `json:"tokenTTLSeconds,omitempty"`
+}
+
+// TokenRequest is the body of a registration-token call.
+type TokenRequest struct {
+	TokenTTLSeconds int `json:"tokenTTLSeconds,omitempty"`
 }
 
 func (s *Server) createCluster(w http.ResponseWriter, r *http.Request) {
@@ -405,8 +468,14 @@ func (s *Server) createCluster(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("cluster name %q is invalid: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", req.Name))
 		return
 	}
-	secret := randomString(32)
-	c := &store.Cluster{Name: req.Name, UID: newUID(), CreatedAt: time.Now().UTC().Truncate(time.Second), AgentSecretHash: hashSecret(secret)}
+	ttl, ok := s.tokenTTL(w, req.TokenTTLSeconds)
+	if !ok {
+		return
+	}
+	token := randomString(32)
+	now := s.now()
+	c := &store.Cluster{Name: req.Name, UID: newUID(), CreatedAt: now.UTC().Truncate(time.Second),
+		RegistrationTokenHash: hashSecret(token), RegistrationTokenExpiresAt: now.Add(ttl)}
 	if err := s.cfg.Store.CreateCluster(r.Context(), c); errors.Is(err, store.ErrExists) {
 		apistatus.Error(w, http.StatusConflict, fmt.Sprintf("cluster %q already exists; delete it first or pick another name", req.Name))
 		return
@@ -416,8 +485,54 @@ func (s *Server) createCluster(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("cluster registered", "cluster", c.Name, "uid", c.UID)
 	v := s.view(c)
-	v.AgentSecret = secret
+	v.RegistrationToken, v.RegistrationTokenExpiresAt = token, c.RegistrationTokenExpiresAt
 	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) tokenTTL(w http.ResponseWriter, seconds int) (time.Duration, bool) {
+	if seconds < 0 || seconds > 7*24*3600 {
+		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("tokenTTLSeconds %d: want 1 s to 7 days", seconds))
+		return 0, false
+	}
+	if seconds == 0 {
+		return s.cfg.RegistrationTokenTTL, true
+	}
+	return time.Duration(seconds) * time.Second, true
+}
+
+// newRegistrationToken issues a fresh one-time registration token, e.g. to
+// re-register a cluster whose certificate expired. Earlier tokens stop working.
+func (s *Server) newRegistrationToken(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if r.ContentLength != 0 {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			apistatus.Error(w, http.StatusBadRequest, `body must be empty or JSON like {"tokenTTLSeconds": 3600}: `+err.Error())
+			return
+		}
+	}
+	ttl, ok := s.tokenTTL(w, req.TokenTTLSeconds)
+	if !ok {
+		return
+	}
+	token := randomString(32)
+	now := s.now()
+	c, err := s.cfg.Store.UpdateCluster(r.Context(), r.PathValue("name"), func(c *store.Cluster) error {
+		c.RegistrationTokenHash, c.RegistrationTokenExpiresAt, c.RegistrationTokenUsed = hashSecret(token), now.Add(ttl), false
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay", r.PathValue("name")))
+		return
+	} else if err != nil {
+		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
+		return
+	}
+	s.log.Info("registration token issued", "cluster", c.Name, "expires", c.RegistrationTokenExpiresAt)
+	v := s.view(c)
+	v.RegistrationToken, v.RegistrationTokenExpiresAt = token, c.RegistrationTokenExpiresAt
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
@@ -450,6 +565,12 @@ func (s *Server) deleteCluster(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
 		return
 	}
+	s.closeTunnels(name, "cluster deleted; its certificates are revoked")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// closeTunnels closes every tunnel of a cluster at once.
+func (s *Server) closeTunnels(name, why string) {
 	s.mu.Lock()
 	p := s.pools[name]
 	delete(s.pools, name)
@@ -457,8 +578,7 @@ func (s *Server) deleteCluster(w http.ResponseWriter, r *http.Request) {
 	if p != nil {
 		p.Close()
 	}
-	s.log.Info("cluster deleted; its tunnels are closed", "cluster", name)
-	w.WriteHeader(http.StatusNoContent)
+	s.log.Info("tunnels closed", "cluster", name, "why", why)
 }
 
 // Kubeconfig builds the kubeconfig for a cluster: the relay URL for it, the

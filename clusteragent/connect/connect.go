@@ -40,10 +40,13 @@ type Config struct {
 	RelayURL string
 	// Cluster is this cluster's registered name.
 	Cluster string
-	// SecretFile holds the agent secret printed at registration; it is read
-	// before every connection attempt, so replacing the file rotates it.
-	SecretFile string
-	// RelayCAFile is a CA bundle to trust for the relay, besides the system roots.
+	// TLSConfig authenticates the agent to the relay with the cluster's
+	// certificate (GetClientCertificate, so rotated certificates are used by
+	// new connections) and verifies the relay (RootCAs). It comes from the
+	// identity role. Nil means RelayCAFile's roots and no client certificate.
+	TLSConfig *tls.Config
+	// RelayCAFile is a CA bundle to trust for the relay, besides the system
+	// roots, when TLSConfig is nil.
 	RelayCAFile string
 	// Tunnels to keep; zero means 2.
 	Tunnels int
@@ -78,9 +81,13 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "wss") || u.Host == "" {
 		return nil, fmt.Errorf("connect: relay URL %q must be https://host[:port]", cfg.RelayURL)
 	}
-	roots, err := certPool(cfg.RelayCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("connect: relay CA bundle: %w", err)
+	tlsCfg := cfg.TLSConfig
+	if tlsCfg == nil {
+		roots, err := certPool(cfg.RelayCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("connect: relay CA bundle: %w", err)
+		}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}
 	}
 	targets := tunnel.Targets{}
 	for name, up := range cfg.Targets {
@@ -90,7 +97,6 @@ func New(cfg Config) (*Agent, error) {
 		}
 		targets[name] = d
 	}
-	secretFile := cfg.SecretFile
 	tc := cfg.Tunnel.WithLogger(cfg.Logger)
 	if cfg.Registry != nil {
 		tc = tc.WithMetrics(tunnel.NewMetrics(cfg.Registry, "agent"))
@@ -100,19 +106,9 @@ func New(cfg Config) (*Agent, error) {
 		Tunnels: cfg.Tunnels,
 		Targets: targets,
 		Dial: tunnel.DialOptions{
-			TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots},
+			TLSConfig: tlsCfg,
 			Header:    http.Header{"User-Agent": {"clusterconnect-agent"}},
 			Config:    tc,
-		},
-		Credentials: func(context.Context) (http.Header, error) {
-			if secretFile == "" {
-				return nil, nil
-			}
-			b, err := os.ReadFile(secretFile)
-			if err != nil {
-				return nil, fmt.Errorf("agent secret: %w", err)
-			}
-			return http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(b))}}, nil
 		},
 		Backoff:      cfg.Backoff,
 		DrainTimeout: cfg.DrainTimeout,
@@ -126,6 +122,10 @@ func New(cfg Config) (*Agent, error) {
 
 // Run keeps the tunnels up until ctx is done, then drains them.
 func (a *Agent) Run(ctx context.Context) { a.client.Run(ctx) }
+
+// Refresh reconnects every tunnel (new connections first, old ones drain),
+// so that they present a rotated certificate.
+func (a *Agent) Refresh() { a.client.Refresh() }
 
 // Connected is the number of tunnels up now.
 func (a *Agent) Connected() int { return a.client.Connected() }

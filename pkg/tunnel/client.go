@@ -172,6 +172,8 @@ type Client struct {
 
 	mu       sync.Mutex
 	sessions map[int]*Session
+	refresh  []chan struct{} // one per tunnel loop
+	drains   sync.WaitGroup  // old sessions draining after a refresh
 }
 
 // NewClient checks opts and returns a Client; Run starts it.
@@ -197,7 +199,24 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}}, nil
+	c := &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}}
+	for range opts.Tunnels {
+		c.refresh = append(c.refresh, make(chan struct{}, 1))
+	}
+	return c, nil
+}
+
+// Refresh replaces every tunnel with a new connection, e.g. after the
+// credentials rotated: each new tunnel is connected first, then the old one
+// drains — the relay opens no new streams on it, and streams in flight run to
+// their end — so no request fails and capacity never drops.
+func (c *Client) Refresh() {
+	for _, ch := range c.refresh {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Connected is the number of tunnels up now.
@@ -215,6 +234,7 @@ func (c *Client) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	c.drains.Wait()
 }
 
 // Sessions returns the tunnels connected now (for tests and diagnostics).
@@ -260,7 +280,7 @@ func (c *Client) loop(ctx context.Context, index int) {
 		c.mu.Lock()
 		c.sessions[index] = s
 		c.mu.Unlock()
-		err = s.Serve(ctx, c.opts.Targets, c.opts.DrainTimeout)
+		err = c.serve(ctx, index, s, log)
 		c.mu.Lock()
 		delete(c.sessions, index)
 		c.mu.Unlock()
@@ -270,6 +290,43 @@ func (c *Client) loop(ctx context.Context, index int) {
 			return
 		}
 		log.Warn("tunnel lost; reconnecting", "err", err)
+	}
+}
+
+// serve serves s until it ends; on a refresh it swaps in a new session and
+// lets the old one drain in the background. It returns when the current
+// session ends.
+func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Logger) error {
+	start := func(s *Session) chan error {
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, c.opts.Targets, c.opts.DrainTimeout) }()
+		return done
+	}
+	done := start(s)
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-c.refresh[index]:
+		}
+		ns, err := c.connect(ctx, index)
+		if err != nil {
+			log.Warn("tunnel refresh failed; keeping the current connection", "err", err)
+			continue
+		}
+		log.Info("tunnel refreshed; the previous connection drains")
+		old, oldDone := s, done
+		c.drains.Add(1)
+		go func() {
+			defer c.drains.Done()
+			// Streams in flight finish on the old session; ctx bounds it.
+			_ = old.Shutdown(ctx)
+			<-oldDone
+		}()
+		s, done = ns, start(ns)
+		c.mu.Lock()
+		c.sessions[index] = s
+		c.mu.Unlock()
 	}
 }
 

@@ -133,6 +133,10 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 	st, err := s.mux.OpenStream()
 	if err != nil {
 		s.active.Add(-1)
+		if errors.Is(err, yamux.ErrRemoteGoAway) {
+			// The peer is draining this session: stop offering it.
+			s.draining.Store(true)
+		}
 		if errors.Is(err, yamux.ErrRemoteGoAway) || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrStreamsExhausted) {
 			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, err)
 		}

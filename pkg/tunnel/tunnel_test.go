@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -402,4 +403,58 @@ func TestCloseTimeoutResetsStream(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Refresh swaps every tunnel for a new connection while a stream in flight
+// on the old one keeps working to its end.
+func TestRefreshKeepsStreamsInFlight(t *testing.T) {
+	h := start(t, 2, http.Header{"Authorization": {"Bearer good"}})
+	h.waitTunnels(t, 2)
+	ctx := context.Background()
+	c, err := h.pool.Open(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := map[*Session]bool{}
+	for _, s := range h.client.Sessions() {
+		before[s] = true
+	}
+	h.client.Refresh()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fresh := 0
+		for _, s := range h.client.Sessions() {
+			if !before[s] {
+				fresh++
+			}
+		}
+		if fresh == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Refresh %d of 2 tunnels are new", fresh)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The stream opened before the refresh still echoes.
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for i := range 3 {
+		msg := []byte(fmt.Sprintf("after refresh %d", i))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo on the old tunnel = %q, %v", got, err)
+		}
+	}
+	// New streams work too (on the new tunnels).
+	c2, err := h.pool.Open(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	c.Close()
+	h.waitTunnels(t, 2) // the old ones went away once drained
 }

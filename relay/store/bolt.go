@@ -9,7 +9,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-var clustersBucket = []byte("clusters")
+var (
+	clustersBucket = []byte("clusters")
+	metaBucket     = []byte("meta")
+	caKey          = []byte("cluster-ca")
+)
 
 // Bolt is a Store in a local bbolt file, for a single relay.
 type Bolt struct{ db *bolt.DB }
@@ -23,7 +27,10 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open store %s (is another relay using it?): %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(clustersBucket)
+		if _, err := tx.CreateBucketIfNotExists(clustersBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(metaBucket)
 		return err
 	}); err != nil {
 		db.Close()
@@ -74,6 +81,53 @@ func (b *Bolt) ListClusters(_ context.Context) ([]*Cluster, error) {
 		})
 	})
 	return out, err
+}
+
+func (b *Bolt) UpdateCluster(_ context.Context, name string, update func(*Cluster) error) (*Cluster, error) {
+	var c Cluster
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(clustersBucket)
+		v := bk.Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("cluster %q: %w", name, ErrNotFound)
+		}
+		if err := json.Unmarshal(v, &c); err != nil {
+			return err
+		}
+		if err := update(&c); err != nil {
+			return err
+		}
+		c.Name = name
+		nv, err := json.Marshal(&c)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(name), nv)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (b *Bolt) InitCA(_ context.Context, ca *CA) (*CA, error) {
+	var out CA
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(metaBucket)
+		if v := bk.Get(caKey); v != nil {
+			return json.Unmarshal(v, &out)
+		}
+		v, err := json.Marshal(ca)
+		if err != nil {
+			return err
+		}
+		out = *ca
+		return bk.Put(caKey, v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 func (b *Bolt) DeleteCluster(_ context.Context, name string) error {

@@ -1,6 +1,7 @@
-// Package store keeps the relay's state: the registered clusters and their
-// agent credentials. Bolt is the embedded store of a single relay; a shared
-// etcd store for many relays implements the same interface.
+// Package store keeps the relay's state: the registered clusters, their
+// registration tokens and certificate generations, and the cluster CA. Bolt is
+// the embedded store of a single relay; a shared etcd store for many relays
+// implements the same interface.
 package store
 
 import (
@@ -20,9 +21,26 @@ type Cluster struct {
 	Name      string    `json:"name"`
 	UID       string    `json:"uid"`
 	CreatedAt time.Time `json:"createdAt"`
-	// AgentSecretHash is the SHA-256 of the agent's secret (hex); the secret
-	// itself is shown once, at registration, and never stored.
-	AgentSecretHash string `json:"agentSecretHash"`
+
+	// RegistrationTokenHash is the SHA-256 (hex) of the one-time
+	// registration token; the token itself is shown once and never stored.
+	RegistrationTokenHash      string    `json:"registrationTokenHash,omitempty"`
+	RegistrationTokenExpiresAt time.Time `json:"registrationTokenExpiresAt,omitzero"`
+	RegistrationTokenUsed      bool      `json:"registrationTokenUsed,omitempty"`
+
+	// CertGeneration is written into every certificate issued to the
+	// cluster; certificates of an older generation are revoked. Enrolment
+	// with a new registration token starts a new generation.
+	CertGeneration int `json:"certGeneration"`
+	// CertNotAfter is when the newest certificate issued to the cluster
+	// expires (zero before enrolment).
+	CertNotAfter time.Time `json:"certNotAfter,omitzero"`
+}
+
+// CA is the cluster CA's certificate and private key, PEM.
+type CA struct {
+	CertPEM []byte `json:"cert"`
+	KeyPEM  []byte `json:"key"`
 }
 
 // Store is the relay's persistent state. Every method is safe for concurrent use.
@@ -30,6 +48,11 @@ type Store interface {
 	CreateCluster(ctx context.Context, c *Cluster) error
 	GetCluster(ctx context.Context, name string) (*Cluster, error)
 	ListClusters(ctx context.Context) ([]*Cluster, error)
+	// UpdateCluster reads the cluster, lets update change it, and writes it
+	// back atomically; an error from update aborts without writing.
+	UpdateCluster(ctx context.Context, name string, update func(*Cluster) error) (*Cluster, error)
 	DeleteCluster(ctx context.Context, name string) error
+	// InitCA stores ca unless a CA is stored already, and returns the stored one.
+	InitCA(ctx context.Context, ca *CA) (*CA, error)
 	Close() error
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay"
+	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 )
 
@@ -302,25 +305,44 @@ func TestRelayRestartAgentReconnects(t *testing.T) {
 // can ask the real agent binary for streams the relay never asks for.
 func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
 	ctx := testContext(t)
+	caCert, caKey, err := clusterca.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := clusterca.Load(caCert, caKey)
 	sessions := make(chan *tunnel.Session, 2)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	// Just enough of the relay's enrolment for the agent to get an identity.
+	mux.HandleFunc("POST /agent/v1/enroll", func(w http.ResponseWriter, r *http.Request) {
+		var req relay.EnrollRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		csr, err := clusterca.ParseCSR([]byte(req.CSR))
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		certPEM, cert, _ := ca.Issue(csr, clusterca.Identity{Cluster: req.Cluster, UID: "u", Generation: 1}, time.Now(), time.Hour)
+		json.NewEncoder(w).Encode(relay.CertificateResponse{Certificate: string(certPEM), NotAfter: cert.NotAfter})
+	})
+	mux.HandleFunc("GET /agent/v1/clusters/{name}/tunnel", func(w http.ResponseWriter, r *http.Request) {
 		s, err := tunnel.Accept(w, r, nil)
 		if err != nil {
 			return
 		}
 		sessions <- s
 		<-s.Done()
-	}))
+	})
+	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = false
 	srv.StartTLS()
 	defer srv.Close()
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.crt")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-	secret := filepath.Join(dir, "secret")
-	os.WriteFile(secret, []byte("unused"), 0o600)
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("any"), 0o600)
 	fake := &relayProc{url: srv.URL, dataDir: dir}
-	a, err := startAgent(fake, "allow", secret, 1, "--relay-ca-file", caFile)
+	a, err := startAgent(ctx, fake, "allow", token, 1, "--relay-ca-file", caFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -148,7 +149,7 @@ type relayProc struct {
 
 // startRelay starts a relay on 127.0.0.1:port (0: a free port) with its
 // state in dataDir and waits until it is ready.
-func startRelay(ctx context.Context, dataDir string, port int) (*relayProc, error) {
+func startRelay(ctx context.Context, dataDir string, port int, extraArgs ...string) (*relayProc, error) {
 	if port == 0 {
 		var err error
 		if port, err = freePort(); err != nil {
@@ -159,14 +160,14 @@ func startRelay(ctx context.Context, dataDir string, port int) (*relayProc, erro
 		return nil, err
 	}
 	r := &relayProc{port: port, url: "https://127.0.0.1:" + strconv.Itoa(port), dataDir: dataDir, config: filepath.Join(dataDir, "connectctl.yaml")}
-	p, err := proc.Start(slog.New(slog.DiscardHandler), "relay", filepath.Join(shared.bin, "relay"), filepath.Join(dataDir, "relay.log"), []string{
+	p, err := proc.Start(slog.New(slog.DiscardHandler), "relay", filepath.Join(shared.bin, "relay"), filepath.Join(dataDir, "relay.log"), append([]string{
 		"--listen", "127.0.0.1:" + strconv.Itoa(port),
 		"--data-dir", dataDir,
 		"--external-url", r.url,
 		"--keepalive-interval", "1s", "--keepalive-timeout", "2s",
 		"--shutdown-timeout", "3s",
 		"--log-level", "debug",
-	})
+	}, extraArgs...))
 	if err != nil {
 		return nil, err
 	}
@@ -233,11 +234,11 @@ func (r *relayProc) client() (*connectctl.Client, error) {
 // connectCluster registers a cluster, starts an agent process for it whose
 // upstream is the test apiserver, and waits for tunnels to be up.
 func (r *relayProc) connectCluster(ctx context.Context, name string, tunnels int, extraArgs ...string) (*proc.Process, error) {
-	secret := filepath.Join(r.dataDir, name+".secret")
-	if _, err := r.connectctl(ctx, "clusters", "create", name, "--secret-file", secret); err != nil {
+	token := filepath.Join(r.dataDir, name+".token")
+	if _, err := r.connectctl(ctx, "clusters", "create", name, "--token-file", token); err != nil {
 		return nil, err
 	}
-	a, err := startAgent(r, name, secret, tunnels, extraArgs...)
+	a, err := startAgent(ctx, r, name, token, tunnels, extraArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -248,11 +249,19 @@ func (r *relayProc) connectCluster(ctx context.Context, name string, tunnels int
 	return a, nil
 }
 
-func startAgent(r *relayProc, name, secretFile string, tunnels int, extraArgs ...string) (*proc.Process, error) {
+// startAgent starts an agent process for cluster name; its identity Secret
+// lives in namespace agent-<name> of the test apiserver.
+func startAgent(ctx context.Context, r *relayProc, name, tokenFile string, tunnels int, extraArgs ...string) (*proc.Process, error) {
+	ns := "agent-" + name
+	if err := shared.cluster.CreateNamespace(ctx, ns); err != nil {
+		return nil, err
+	}
 	args := append([]string{
 		"--relay-url", r.url,
 		"--cluster", name,
-		"--secret-file", secretFile,
+		"--registration-token-file", tokenFile,
+		"--namespace", ns,
+		"--kubeconfig", shared.cluster.AdminKubeconfig,
 		"--relay-ca-file", r.caFile(),
 		"--tunnels", strconv.Itoa(tunnels),
 		"--upstream", shared.cluster.URL,
@@ -284,6 +293,28 @@ func (r *relayProc) waitTunnels(ctx context.Context, name string, n int) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster %s: want %d tunnels, last: %s", name, n, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitTunnels404 polls until the management API no longer knows the cluster.
+func (r *relayProc) waitTunnels404(ctx context.Context, name string) error {
+	cl, err := r.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := cl.GetCluster(ctx, name)
+		var ae *connectctl.APIError
+		if errors.As(err, &ae) && ae.StatusCode == 404 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster %s still known: %v", name, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
