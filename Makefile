@@ -6,8 +6,10 @@ PKGS := ./...
 
 all: build
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags "-X github.com/clusterconnect/clusterconnect/pkg/version.Version=$(VERSION)" -o bin/ ./cmd/...
 
 # etcd and kube-apiserver, built once from the Go module proxy and cached
 # outside the tree (~/.cache/clusterconnect/tools).

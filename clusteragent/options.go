@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/clusteragent/heartbeat"
 	"github.com/clusterconnect/clusterconnect/clusteragent/identity"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
@@ -52,6 +53,8 @@ type Options struct {
 	KeepAliveInterval time.Duration
 	KeepAliveTimeout  time.Duration
 	DrainTimeout      time.Duration
+	// HeartbeatInterval is how often the sync role reports to the relay.
+	HeartbeatInterval time.Duration
 	// BackoffMin and BackoffMax bound the reconnect backoff (full jitter).
 	BackoffMin, BackoffMax time.Duration
 	Log                    logging.Options
@@ -60,7 +63,8 @@ type Options struct {
 // NewOptions returns the defaults, reading the in-cluster environment.
 func NewOptions() *Options {
 	o := &Options{
-		Roles:             []string{"connect"},
+		Roles:             []string{"connect", "sync"},
+		HeartbeatInterval: heartbeat.DefaultInterval,
 		Tunnels:           2,
 		Listen:            ":8080",
 		Allow:             map[string]string{},
@@ -89,7 +93,8 @@ func NewOptions() *Options {
 
 // Flags registers the options on fs.
 func (o *Options) Flags(fs *flag.FlagSet) {
-	fs.Func("roles", "comma-separated agent roles to run (connect)", func(v string) error {
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "how often the sync role sends a heartbeat (jittered ±10%)")
+	fs.Func("roles", "comma-separated agent roles to run: connect (tunnels), sync (heartbeat and metadata); the identity role always runs", func(v string) error {
 		o.Roles = strings.Split(v, ",")
 		return nil
 	})
@@ -126,8 +131,8 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 func (o *Options) Validate() error {
 	var errs []error
 	for _, r := range o.Roles {
-		if r != "connect" {
-			errs = append(errs, fmt.Errorf("--roles: unknown role %q (known: connect)", r))
+		if r != "connect" && r != "sync" {
+			errs = append(errs, fmt.Errorf("--roles: unknown role %q (known: connect, sync)", r))
 		}
 	}
 	if o.RelayURL == "" {
@@ -160,6 +165,9 @@ func (o *Options) Validate() error {
 	if o.KeepAliveInterval <= 0 || o.KeepAliveTimeout <= 0 || o.DrainTimeout < 0 {
 		errs = append(errs, errors.New("--keepalive-interval and --keepalive-timeout must be positive, --drain-timeout not negative"))
 	}
+	if o.HeartbeatInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--heartbeat-interval %s: want at least 100ms", o.HeartbeatInterval))
+	}
 	if o.BackoffMin <= 0 || o.BackoffMax < o.BackoffMin {
 		errs = append(errs, fmt.Errorf("--backoff-min %s and --backoff-max %s: want 0 < min <= max", o.BackoffMin, o.BackoffMax))
 	}
@@ -167,4 +175,14 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// has reports whether role is enabled.
+func (o *Options) has(role string) bool {
+	for _, r := range o.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
 }

@@ -15,7 +15,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.Upstream != "https://10.0.0.1:443" || o.UpstreamCAFile != inClusterCAFile {
 		t.Errorf("in-cluster upstream = %q %q", o.Upstream, o.UpstreamCAFile)
 	}
-	if strings.Join(o.Roles, ",") != "connect" || o.Tunnels != 2 || o.Listen != ":8080" ||
+	if strings.Join(o.Roles, ",") != "connect,sync" || o.HeartbeatInterval != time.Minute || o.Tunnels != 2 || o.Listen != ":8080" ||
 		o.StreamWindow != 4<<20 || o.MaxStreams != 1024 ||
 		o.KeepAliveInterval != 15*time.Second || o.KeepAliveTimeout != 10*time.Second ||
 		o.DrainTimeout != 30*time.Second || o.BackoffMin != 500*time.Millisecond || o.BackoffMax != 8*time.Second ||

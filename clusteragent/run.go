@@ -19,8 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
+	"github.com/clusterconnect/clusterconnect/clusteragent/heartbeat"
 	"github.com/clusterconnect/clusterconnect/clusteragent/identity"
+	"github.com/clusterconnect/clusterconnect/clusteragent/metadata"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/pkg/version"
 )
 
 // Run runs the roles until ctx is done, then drains them. ready, if not nil,
@@ -32,7 +35,11 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	for name, u := range o.Allow {
 		targets[name] = connect.Upstream{URL: u}
 	}
-	id, err := startIdentity(ctx, o, log.With("role", "identity"))
+	cs, err := kubeClient(o)
+	if err != nil {
+		return err
+	}
+	id, err := startIdentity(ctx, o, cs, log.With("role", "identity"))
 	if err != nil {
 		return err
 	}
@@ -72,6 +79,17 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { id.Run(ctx) })
+	if o.has("sync") {
+		collector := &metadata.Collector{Client: cs, AgentVersion: version.Get()}
+		hb := heartbeat.New(heartbeat.Config{
+			RelayURL: o.RelayURL,
+			Client:   id.HTTPClient(),
+			Collect:  collector.Collect,
+			Interval: o.HeartbeatInterval,
+			Logger:   log.With("role", "sync"),
+		})
+		wg.Go(func() { hb.Run(ctx) })
+	}
 	wg.Go(func() {
 		for {
 			select {
@@ -83,7 +101,11 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 			}
 		}
 	})
-	agent.Run(ctx)
+	if o.has("connect") {
+		agent.Run(ctx)
+	} else {
+		<-ctx.Done()
+	}
 	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -98,21 +120,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 // the registration token. It retries with backoff until it succeeds or ctx
 // ends (the relay may be down, or an operator may still be putting a new
 // token in place), logging once per change of error.
-func startIdentity(ctx context.Context, o *Options, log *slog.Logger) (*identity.Identity, error) {
-	var rc *rest.Config
-	var err error
-	if o.Kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client for the identity Secret (set --kubeconfig outside a cluster): %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
+func startIdentity(ctx context.Context, o *Options, cs kubernetes.Interface, log *slog.Logger) (*identity.Identity, error) {
 	id, err := identity.New(identity.Config{
 		RelayURL:              o.RelayURL,
 		Cluster:               o.Cluster,
@@ -144,4 +152,20 @@ func startIdentity(ctx context.Context, o *Options, log *slog.Logger) (*identity
 		case <-time.After(backoff.Delay(attempt)):
 		}
 	}
+}
+
+// kubeClient is the agent's own API access (in-cluster, or --kubeconfig).
+func kubeClient(o *Options) (*kubernetes.Clientset, error) {
+	var rc *rest.Config
+	var err error
+	if o.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for the agent (set --kubeconfig outside a cluster): %w", err)
+	}
+	rc.UserAgent = "clusterconnect-agent/" + version.Get()
+	return kubernetes.NewForConfig(rc)
 }

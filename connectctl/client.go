@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -60,6 +61,10 @@ func (e *APIError) Error() string {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.doWith(ctx, method, path, in, out, "")
+}
+
+func (c *Client) doWith(ctx context.Context, method, path string, in, out any, ifMatch string) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -73,6 +78,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -108,28 +116,51 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // CreateCluster registers a cluster; the answer holds its one-time
 // registration token. ttl zero means the relay's default.
-func (c *Client) CreateCluster(ctx context.Context, name string, ttl time.Duration) (*relay.ClusterView, error) {
-	var v relay.ClusterView
-	return &v, c.do(ctx, http.MethodPost, "/api/v1/clusters", relay.CreateRequest{Name: name, TokenTTLSeconds: int(ttl.Seconds())}, &v)
+func (c *Client) CreateCluster(ctx context.Context, name string, tags map[string]string, ttl time.Duration) (*relay.ConnectedCluster, error) {
+	var v relay.ConnectedCluster
+	err := c.do(ctx, http.MethodPost, "/api/v1/clusters", relay.CreateRequest{Name: name, Tags: tags, TokenTTLSeconds: int(ttl.Seconds())}, &v)
+	return &v, err
+}
+
+// UpdateTags replaces a cluster's tags; a non-empty etag is sent as If-Match.
+func (c *Client) UpdateTags(ctx context.Context, name string, tags map[string]string, etag string) (*relay.ConnectedCluster, error) {
+	var v relay.ConnectedCluster
+	err := c.doWith(ctx, http.MethodPatch, "/api/v1/clusters/"+name, relay.PatchRequest{Tags: tags}, &v, etag)
+	return &v, err
 }
 
 // NewRegistrationToken issues a fresh registration token for a cluster (to
 // re-register it); earlier tokens stop working.
-func (c *Client) NewRegistrationToken(ctx context.Context, name string, ttl time.Duration) (*relay.ClusterView, error) {
-	var v relay.ClusterView
-	return &v, c.do(ctx, http.MethodPost, "/api/v1/clusters/"+name+"/registration-token", relay.TokenRequest{TokenTTLSeconds: int(ttl.Seconds())}, &v)
+func (c *Client) NewRegistrationToken(ctx context.Context, name string, ttl time.Duration) (*relay.ConnectedCluster, error) {
+	var v relay.ConnectedCluster
+	err := c.do(ctx, http.MethodPost, "/api/v1/clusters/"+name+"/registration-token", relay.TokenRequest{TokenTTLSeconds: int(ttl.Seconds())}, &v)
+	return &v, err
 }
 
 // GetCluster returns one cluster.
-func (c *Client) GetCluster(ctx context.Context, name string) (*relay.ClusterView, error) {
-	var v relay.ClusterView
-	return &v, c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name, nil, &v)
+func (c *Client) GetCluster(ctx context.Context, name string) (*relay.ConnectedCluster, error) {
+	var v relay.ConnectedCluster
+	err := c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name, nil, &v)
+	return &v, err
 }
 
-// ListClusters returns every cluster.
-func (c *Client) ListClusters(ctx context.Context) ([]relay.ClusterView, error) {
+// ListClusters returns the clusters, optionally filtered by status and tags
+// ("key=value").
+func (c *Client) ListClusters(ctx context.Context, status string, tags []string) ([]relay.ConnectedCluster, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	for _, t := range tags {
+		q.Add("tag", t)
+	}
+	path := "/api/v1/clusters"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
 	var l relay.ClusterList
-	return l.Items, c.do(ctx, http.MethodGet, "/api/v1/clusters", nil, &l)
+	err := c.do(ctx, http.MethodGet, path, nil, &l)
+	return l.Value, err
 }
 
 // DeleteCluster removes a cluster and closes its tunnels.
@@ -140,5 +171,6 @@ func (c *Client) DeleteCluster(ctx context.Context, name string) error {
 // Kubeconfig returns the relay-issued kubeconfig (YAML) of a cluster.
 func (c *Client) Kubeconfig(ctx context.Context, name string) ([]byte, error) {
 	var b []byte
-	return b, c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name+"/kubeconfig", nil, &b)
+	err := c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name+"/kubeconfig", nil, &b)
+	return b, err
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,6 +24,7 @@ import (
 // globals are the flags every command takes; each overrides the config file
 // and the environment (CONNECTCTL_RELAY, CONNECTCTL_RELAY_TOKEN, CONNECTCTL_CA_FILE).
 type globals struct {
+	now        func() time.Time
 	configPath string
 	relay      string
 	token      string
@@ -60,11 +62,19 @@ func (g *globals) client() (*Client, error) {
 }
 
 // NewCommand returns the connectctl root command writing to out.
-func NewCommand(out io.Writer) *cobra.Command {
-	g := &globals{}
+func NewCommand(out io.Writer) *cobra.Command { return newCommand(out, time.Now) }
+
+func newCommand(out io.Writer, now func() time.Time) *cobra.Command {
+	g := &globals{now: now}
 	root := &cobra.Command{
-		Use:           "connectctl",
-		Short:         "Manage clusters connected to a clusterconnect relay",
+		Use:   "connectctl",
+		Short: "Manage clusters connected to a clusterconnect relay",
+		Long: `connectctl manages clusters connected to a clusterconnect relay, the way az connectedk8s does
+for Azure Arc: connect (register) a cluster, list and show them with their connectivity status,
+get a kubeconfig that reaches a cluster through the relay, delete a cluster.
+
+Settings come from the config file (written by login), overridden by the environment
+(CONNECTCTL_RELAY, CONNECTCTL_RELAY_TOKEN, CONNECTCTL_CA_FILE) and then by flags.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -75,7 +85,12 @@ func NewCommand(out io.Writer) *cobra.Command {
 	pf.StringVar(&g.token, "relay-token", "", "relay admin token ($CONNECTCTL_RELAY_TOKEN)")
 	pf.StringVar(&g.caFile, "ca-file", "", "CA bundle to trust for the relay ($CONNECTCTL_CA_FILE)")
 
-	root.AddCommand(loginCmd(g), clustersCmd(g), kubeconfigCmd(g))
+	// The verbs of az connectedk8s, and the same under "clusters" with
+	// create/token for scripts.
+	root.AddCommand(loginCmd(g), connectCmd(g, "connect"), listCmd(g), showCmd(g), deleteCmd(g), updateCmd(g), tokenCmd(g), kubeconfigCmd(g))
+	clusters := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Cluster verbs grouped: create, token, list, show, update, delete"}
+	clusters.AddCommand(connectCmd(g, "create"), tokenCmd(g), listCmd(g), showCmd(g), updateCmd(g), deleteCmd(g))
+	root.AddCommand(clusters)
 	return root
 }
 
@@ -93,11 +108,15 @@ func loginCmd(g *globals) *cobra.Command {
 				return errors.New("--relay-token or --token-file is required (the relay writes its admin token to <data-dir>/admin-token)")
 			}
 			cfg := &Config{Relay: g.relay, CAFile: g.caFile, Token: g.token, TokenFile: tokenFile}
-			cl, err := (&globals{configPath: os.DevNull, relay: g.relay, token: mustToken(cfg), caFile: g.caFile}).client()
+			tok, err := cfg.token()
 			if err != nil {
 				return err
 			}
-			if _, err := cl.ListClusters(cmd.Context()); err != nil {
+			cl, err := NewClient(g.relay, tok, g.caFile)
+			if err != nil {
+				return err
+			}
+			if _, err := cl.ListClusters(cmd.Context(), "", nil); err != nil {
 				return fmt.Errorf("login check failed: %w", err)
 			}
 			if err := cfg.Save(g.configPath); err != nil {
@@ -111,46 +130,80 @@ func loginCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func mustToken(c *Config) string {
-	t, _ := c.token()
-	return t
+func parseTags(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	tags := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("tag %q: want key=value", kv)
+		}
+		tags[k] = v
+	}
+	return tags, nil
 }
 
-func clustersCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Register, list, show and delete clusters"}
-	var tokenFile string
-	var ttl time.Duration
-	printToken := func(cmd *cobra.Command, cl *Client, v *relay.ClusterView, what string) error {
-		out := cmd.OutOrStdout()
-		expires := v.RegistrationTokenExpiresAt.Local().Format(time.RFC3339)
-		if tokenFile != "" {
-			if err := os.WriteFile(tokenFile, []byte(v.RegistrationToken+"\n"), 0o600); err != nil {
-				return fmt.Errorf("writing the token failed (issue another with `connectctl clusters token %s`): %w", v.Name, err)
-			}
-			fmt.Fprintf(out, "Cluster %q %s. Registration token (one use, until %s) written to %s.\n", v.Name, what, expires, tokenFile)
-		} else {
-			fmt.Fprintf(out, "Cluster %q %s.\nRegistration token (one use, until %s): %s\n", v.Name, what, expires, v.RegistrationToken)
+type tokenFlags struct {
+	file string
+	ttl  time.Duration
+}
+
+func (f *tokenFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.file, "token-file", "", "write the registration token to this file (mode 0600) instead of printing it")
+	c.Flags().DurationVar(&f.ttl, "token-ttl", 0, "how long the token can be used (default: the relay's, 1h)")
+}
+
+func (f *tokenFlags) print(cmd *cobra.Command, cl *Client, v *relay.ConnectedCluster, what string) error {
+	out := cmd.OutOrStdout()
+	expires := v.RegistrationTokenExpiresAt.UTC().Format(time.RFC3339)
+	tokenArg := "<file holding the token>"
+	if f.file != "" {
+		if err := os.WriteFile(f.file, []byte(v.RegistrationToken+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing the token failed (issue another with `connectctl token %s`): %w", v.Name, err)
 		}
-		fmt.Fprintf(out, "Run the agent in the cluster with:\n  clusteragent --relay-url %s --cluster %s --registration-token-file <file holding the token>\n", cl.base, v.Name)
-		return nil
+		fmt.Fprintf(out, "Cluster %q %s. Registration token (one use, until %s) written to %s.\n", v.Name, what, expires, f.file)
+		tokenArg = f.file
+	} else {
+		fmt.Fprintf(out, "Cluster %q %s.\nRegistration token (one use, until %s): %s\n", v.Name, what, expires, v.RegistrationToken)
 	}
-	create := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Register a cluster and print its one-time registration token",
+	fmt.Fprintf(out, "Install the agent in the cluster: give it the token and run\n  clusteragent --relay-url %s --cluster %s --registration-token-file %s\n", cl.base, v.Name, tokenArg)
+	fmt.Fprintf(out, "(in a pod: put the token in a Secret mounted as a file; the agent keeps its identity in the Secret clusterconnect-identity of its namespace)\n")
+	return nil
+}
+
+func connectCmd(g *globals, use string) *cobra.Command {
+	var tf tokenFlags
+	var tags []string
+	c := &cobra.Command{
+		Use:   use + " NAME",
+		Short: "Register (connect) a cluster and print the agent install command with its one-time registration token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.client()
 			if err != nil {
 				return err
 			}
-			v, err := cl.CreateCluster(cmd.Context(), args[0], ttl)
+			tm, err := parseTags(tags)
 			if err != nil {
 				return err
 			}
-			return printToken(cmd, cl, v, "registered")
+			v, err := cl.CreateCluster(cmd.Context(), args[0], tm, tf.ttl)
+			if err != nil {
+				return err
+			}
+			return tf.print(cmd, cl, v, "registered")
 		},
 	}
-	token := &cobra.Command{
+	tf.add(c)
+	c.Flags().StringSliceVar(&tags, "tags", nil, "tags, key=value (repeatable or comma-separated)")
+	return c
+}
+
+func tokenCmd(g *globals) *cobra.Command {
+	var tf tokenFlags
+	c := &cobra.Command{
 		Use:   "token NAME",
 		Short: "Issue a new one-time registration token (to re-register a cluster); earlier tokens stop working",
 		Args:  cobra.ExactArgs(1),
@@ -159,39 +212,53 @@ func clustersCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v, err := cl.NewRegistrationToken(cmd.Context(), args[0], ttl)
+			v, err := cl.NewRegistrationToken(cmd.Context(), args[0], tf.ttl)
 			if err != nil {
 				return err
 			}
-			return printToken(cmd, cl, v, "has a new registration token")
+			return tf.print(cmd, cl, v, "has a new registration token")
 		},
 	}
-	for _, c := range []*cobra.Command{create, token} {
-		c.Flags().StringVar(&tokenFile, "token-file", "", "write the registration token to this file (mode 0600) instead of printing it")
-		c.Flags().DurationVar(&ttl, "token-ttl", 0, "how long the token can be used (default: the relay's, 1h)")
-	}
+	tf.add(c)
+	return c
+}
 
-	list := &cobra.Command{
+func listCmd(g *globals) *cobra.Command {
+	var status, output string
+	var tags []string
+	c := &cobra.Command{
 		Use:   "list",
-		Short: "List clusters and whether they are connected",
+		Short: "List clusters: status, Kubernetes version, nodes, agent version, last seen",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.client()
 			if err != nil {
 				return err
 			}
-			items, err := cl.ListClusters(cmd.Context())
+			items, err := cl.ListClusters(cmd.Context(), status, tags)
 			if err != nil {
 				return err
 			}
-			printTable(cmd.OutOrStdout(), items)
-			return nil
+			switch output {
+			case "table", "":
+				printTable(cmd.OutOrStdout(), items, g.now())
+				return nil
+			default:
+				return printData(cmd.OutOrStdout(), output, relay.ClusterList{Value: items})
+			}
 		},
 	}
+	c.Flags().StringVar(&status, "status", "", "only clusters with this status: Connecting, Connected, Offline, Expired")
+	c.Flags().StringSliceVar(&tags, "tag", nil, "only clusters with this tag, key=value (repeatable)")
+	c.Flags().StringVarP(&output, "output", "o", "table", "table, json or yaml")
+	return c
+}
+
+func showCmd(g *globals) *cobra.Command {
 	var output string
-	show := &cobra.Command{
+	c := &cobra.Command{
 		Use:   "show NAME",
-		Short: "Show one cluster",
+		Short: "Show one cluster with its latest status changes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.client()
@@ -202,13 +269,55 @@ func clustersCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printOne(cmd.OutOrStdout(), output, v)
+			switch output {
+			case "table", "":
+				printShow(cmd.OutOrStdout(), v, g.now())
+				return nil
+			default:
+				return printData(cmd.OutOrStdout(), output, v)
+			}
 		},
 	}
-	show.Flags().StringVarP(&output, "output", "o", "table", "json, yaml or table")
-	del := &cobra.Command{
+	c.Flags().StringVarP(&output, "output", "o", "table", "table, json or yaml")
+	return c
+}
+
+func updateCmd(g *globals) *cobra.Command {
+	var tags []string
+	var ifMatch string
+	c := &cobra.Command{
+		Use:   "update NAME --tags k=v[,k=v]",
+		Short: "Replace a cluster's tags",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			tm, err := parseTags(tags)
+			if err != nil {
+				return err
+			}
+			if tm == nil {
+				tm = map[string]string{}
+			}
+			v, err := cl.UpdateTags(cmd.Context(), args[0], tm, ifMatch)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Cluster %q updated (etag %s).\n", v.Name, v.Etag)
+			return nil
+		},
+	}
+	c.Flags().StringSliceVar(&tags, "tags", nil, "the new tags, key=value (none: remove all)")
+	c.Flags().StringVar(&ifMatch, "if-match", "", "only update if the cluster's etag is still this")
+	return c
+}
+
+func deleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:   "delete NAME",
-		Short: "Delete a cluster; its tunnels close at once",
+		Short: "Delete a cluster: its certificates are revoked and its tunnels close at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.client()
@@ -222,26 +331,24 @@ func clustersCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(create, token, list, show, del)
-	return c
 }
 
-func printTable(w io.Writer, items []relay.ClusterView) {
-	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tTUNNELS\tCERT EXPIRES\tAGE")
-	for _, v := range items {
-		exp := "-"
-		if !v.CertificateExpiresAt.IsZero() {
-			exp = v.CertificateExpiresAt.UTC().Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", v.Name, v.Status, v.Tunnels, exp, age(v.CreatedAt))
+func orDash(s string) string {
+	if s == "" {
+		return "-"
 	}
-	tw.Flush()
+	return s
 }
 
-func age(t time.Time) string {
-	d := time.Since(t).Round(time.Second)
+// ago says how long before now t was, kubectl style ("5m", "3d"), or "-".
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t).Round(time.Second)
 	switch {
+	case d < 0:
+		return "0s"
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))
 	case d < time.Hour:
@@ -253,7 +360,73 @@ func age(t time.Time) string {
 	}
 }
 
-func printOne(w io.Writer, format string, v *relay.ClusterView) error {
+func printTable(w io.Writer, items []relay.ConnectedCluster, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tK8S VERSION\tNODES\tAGENT VERSION\tLAST SEEN")
+	for _, v := range items {
+		p := v.Properties
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, p.ConnectivityStatus, orDash(p.KubernetesVersion), p.TotalNodeCount, orDash(p.AgentVersion), ago(p.LastConnectivityTime, now))
+	}
+	tw.Flush()
+}
+
+// showEvents is how many status changes `show` prints.
+const showEvents = 5
+
+func printShow(w io.Writer, v *relay.ConnectedCluster, now time.Time) {
+	p := v.Properties
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	ts := func(t time.Time) string {
+		switch {
+		case t.IsZero():
+			return "-"
+		case t.After(now):
+			return t.UTC().Format(time.RFC3339) + " (in " + ago(now, t) + ")"
+		default:
+			return t.UTC().Format(time.RFC3339) + " (" + ago(t, now) + " ago)"
+		}
+	}
+	var tags []string
+	for k, val := range v.Tags {
+		tags = append(tags, k+"="+val)
+	}
+	slices.Sort(tags)
+	for _, kv := range [][2]string{
+		{"Name", v.Name},
+		{"Status", p.ConnectivityStatus},
+		{"Location", v.Location},
+		{"Kubernetes version", orDash(p.KubernetesVersion)},
+		{"Agent version", orDash(p.AgentVersion)},
+		{"Nodes", fmt.Sprint(p.TotalNodeCount)},
+		{"Cores", fmt.Sprint(p.TotalCoreCount)},
+		{"Distribution", orDash(p.Distribution)},
+		{"Infrastructure", orDash(p.Infrastructure)},
+		{"Tunnels", fmt.Sprint(p.Tunnels)},
+		{"Last seen", ts(p.LastConnectivityTime)},
+		{"Certificate expires", ts(p.ManagedIdentityCertificateExpirationTime)},
+		{"Created", ts(v.SystemData.CreatedAt)},
+		{"Tags", orDash(strings.Join(tags, ","))},
+		{"ID", v.ID},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	tw.Flush()
+	events := p.Events
+	if len(events) > showEvents {
+		events = events[len(events)-showEvents:]
+	}
+	if len(events) > 0 {
+		fmt.Fprintln(w, "Events:")
+		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "  TIME\tFROM\tTO\tREASON")
+		for _, e := range events {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.From, e.To, e.Reason)
+		}
+		tw.Flush()
+	}
+}
+
+func printData(w io.Writer, format string, v any) error {
 	switch format {
 	case "json":
 		b, _ := json.MarshalIndent(v, "", "  ")
@@ -266,11 +439,8 @@ func printOne(w io.Writer, format string, v *relay.ClusterView) error {
 		}
 		_, err = w.Write(b)
 		return err
-	case "table", "":
-		printTable(w, []relay.ClusterView{*v})
-		return nil
 	default:
-		return fmt.Errorf("-o %q: want json, yaml or table", format)
+		return fmt.Errorf("-o %q: want table, json or yaml", format)
 	}
 }
 

@@ -56,7 +56,9 @@ up() {
 	echo "==> building etcd and kube-apiserver if not cached (the first run builds kube-apiserver: about 4 min)"
 	"$root/hack/tools.sh" >/dev/null
 	echo "==> building relay, clusteragent, connectctl"
-	(cd "$root" && go build -o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./hack/devcluster)
+	version="$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
+	(cd "$root" && go build -ldflags "-X github.com/clusterconnect/clusterconnect/pkg/version.Version=$version" \
+		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./hack/devcluster)
 
 	echo "==> starting etcd and kube-apiserver"
 	start_bg devcluster "$state/devcluster.log" "$bin/devcluster" --dir "$state/cluster"
@@ -82,7 +84,7 @@ up() {
 		--cluster "$cluster_name" --registration-token-file "$state/registration.token" \
 		--relay-ca-file "$state/relay/ca.crt" --namespace clusterconnect --kubeconfig "$ADMIN_KUBECONFIG" \
 		--upstream "$APISERVER_URL" --upstream-ca-file "$APISERVER_CA" --listen 127.0.0.1:0
-	wait_for "agent tunnels" 30 sh -c "'$bin/connectctl' clusters show '$cluster_name' -o json | grep -q '\"connected\": true'"
+	wait_for "agent heartbeat" 30 sh -c "'$bin/connectctl' show '$cluster_name' -o json | grep -q '\"connectivityStatus\": \"Connected\"'"
 
 	echo "==> a service-account token for the demo user (cluster-admin)"
 	"${admin[@]}" -n kube-system create serviceaccount demo-admin >/dev/null
@@ -90,7 +92,7 @@ up() {
 	token="$("${admin[@]}" -n kube-system create token demo-admin --duration=24h)"
 
 	"$bin/connectctl" kubeconfig "$cluster_name" --token "$token" --file "$state/kubeconfig" >/dev/null
-	"$bin/connectctl" clusters list
+	"$bin/connectctl" list
 	cat <<MSG
 
 The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-apiserver.

@@ -69,7 +69,7 @@ func TestRegistrationTokenExpires(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("new token: %d %s", code, b)
 	}
-	var v relay.ClusterView
+	var v relay.ConnectedCluster
 	json.Unmarshal(b, &v)
 	if code, msg, _ := e.enroll("b", v.RegistrationToken); code != 200 {
 		t.Fatalf("enrol with the new token: %d %s", code, msg)
@@ -144,7 +144,7 @@ func TestReRegistrationRevokesOlderCertificates(t *testing.T) {
 	e := newEnv(t)
 	old := e.identity("r")
 	_, b := e.api("POST", "/api/v1/clusters/r/registration-token", "")
-	var v relay.ClusterView
+	var v relay.ConnectedCluster
 	json.Unmarshal(b, &v)
 	if code, msg, _ := e.enroll("r", v.RegistrationToken); code != 200 {
 		t.Fatalf("re-enrol: %d %s", code, msg)
@@ -209,9 +209,9 @@ func TestRenewAndExpiry(t *testing.T) {
 		t.Fatalf("expired certificate: %d %q", code, msg)
 	}
 	_, b = e.api("GET", "/api/v1/clusters/x", "")
-	var v relay.ClusterView
+	var v relay.ConnectedCluster
 	json.Unmarshal(b, &v)
-	if v.Status != "Expired" {
-		t.Fatalf("status after expiry = %q", v.Status)
+	if v.Properties.ConnectivityStatus != "Expired" {
+		t.Fatalf("status after expiry = %q", v.Properties.ConnectivityStatus)
 	}
 }

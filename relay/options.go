@@ -40,6 +40,10 @@ type Options struct {
 	CertLifetime time.Duration
 	// RegistrationTokenTTL is the default lifetime of registration tokens.
 	RegistrationTokenTTL time.Duration
+	// Location is the relay's region, shown on every cluster.
+	Location string
+	// OfflineAfter is how long after its last heartbeat a cluster is Offline.
+	OfflineAfter time.Duration
 	// Tunnel settings.
 	StreamWindow      uint
 	MaxStreams        int
@@ -58,6 +62,8 @@ func NewOptions() *Options {
 		DataDir:              "relay-data",
 		Hostnames:            []string{"localhost", "127.0.0.1", "::1"},
 		CertLifetime:         90 * 24 * time.Hour,
+		Location:             "local",
+		OfflineAfter:         15 * time.Minute,
 		RegistrationTokenTTL: time.Hour,
 		StreamWindow:         tunnel.DefaultStreamWindow,
 		MaxStreams:           tunnel.DefaultMaxStreams,
@@ -85,6 +91,8 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ClusterCAKeyFile, "cluster-ca-key-file", o.ClusterCAKeyFile, "cluster CA private key (PEM)")
 	fs.DurationVar(&o.CertLifetime, "cert-lifetime", o.CertLifetime, "lifetime of cluster certificates; agents renew at two-thirds of it")
 	fs.DurationVar(&o.RegistrationTokenTTL, "registration-token-ttl", o.RegistrationTokenTTL, "default lifetime of one-time registration tokens")
+	fs.StringVar(&o.Location, "location", o.Location, "the relay's region, shown as each cluster's location")
+	fs.DurationVar(&o.OfflineAfter, "offline-after", o.OfflineAfter, "a cluster without a heartbeat for this long is Offline")
 	fs.UintVar(&o.StreamWindow, "stream-window", o.StreamWindow, "per-stream receive window in bytes")
 	fs.IntVar(&o.MaxStreams, "max-streams", o.MaxStreams, "streams open at once per tunnel")
 	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
@@ -122,6 +130,9 @@ func (o *Options) Validate() error {
 	}
 	if o.RegistrationTokenTTL < time.Second || o.RegistrationTokenTTL > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("--registration-token-ttl %s: want 1s to 7 days", o.RegistrationTokenTTL))
+	}
+	if o.OfflineAfter < time.Second {
+		errs = append(errs, fmt.Errorf("--offline-after %s: want at least 1s", o.OfflineAfter))
 	}
 	if o.StreamWindow < 256<<10 || o.StreamWindow > 1<<30 {
 		errs = append(errs, fmt.Errorf("--stream-window %d: want 256 KiB to 1 GiB", o.StreamWindow))

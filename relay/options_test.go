@@ -22,12 +22,14 @@ func TestOptionsDefaults(t *testing.T) {
 		"StreamWindow": uint(4 << 20), "MaxStreams": 1024,
 		"KeepAliveInterval": 15 * time.Second, "KeepAliveTimeout": 10 * time.Second,
 		"ShutdownTimeout": 15 * time.Second, "Log.Level": "info", "Log.Format": "text",
+		"CertLifetime": 90 * 24 * time.Hour, "RegistrationTokenTTL": time.Hour, "Location": "local", "OfflineAfter": 15 * time.Minute,
 	}
 	got := map[string]any{
 		"Listen": o.Listen, "DataDir": o.DataDir, "ExternalURL": o.ExternalURL,
 		"StreamWindow": o.StreamWindow, "MaxStreams": o.MaxStreams,
 		"KeepAliveInterval": o.KeepAliveInterval, "KeepAliveTimeout": o.KeepAliveTimeout,
 		"ShutdownTimeout": o.ShutdownTimeout, "Log.Level": o.Log.Level, "Log.Format": o.Log.Format,
+		"CertLifetime": o.CertLifetime, "RegistrationTokenTTL": o.RegistrationTokenTTL, "Location": o.Location, "OfflineAfter": o.OfflineAfter,
 	}
 	for k, v := range want {
 		if got[k] != v {

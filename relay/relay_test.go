@@ -59,7 +59,10 @@ func (e *env) advance(d time.Duration) {
 	e.now.Store(&t)
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, 0) }
+
+// newEnvWith sets the relay's OfflineAfter (zero: the default).
+func newEnvWith(t *testing.T, offlineAfter time.Duration) *env {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenBolt(filepath.Join(dir, "relay.db"))
@@ -81,14 +84,15 @@ func newEnv(t *testing.T) *env {
 	}
 	e.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
 	srv, err := relay.New(relay.Config{
-		Store:       st,
-		ExternalURL: ts.URL,
-		CAPEM:       e.caPEM,
-		AdminToken:  adminToken,
-		ClusterCA:   ca,
-		Now:         e.clock,
-		Tunnel:      &tunnel.Config{DialTimeout: 3 * time.Second},
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store:        st,
+		ExternalURL:  ts.URL,
+		CAPEM:        e.caPEM,
+		AdminToken:   adminToken,
+		ClusterCA:    ca,
+		Now:          e.clock,
+		OfflineAfter: offlineAfter,
+		Tunnel:       &tunnel.Config{DialTimeout: 3 * time.Second},
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -125,9 +129,9 @@ func (e *env) register(name string) string {
 	if code != 201 {
 		e.t.Fatalf("create %s: %d %s", name, code, b)
 	}
-	var v relay.ClusterView
+	var v relay.ConnectedCluster
 	json.Unmarshal(b, &v)
-	if v.RegistrationToken == "" || v.Status != "Connecting" {
+	if v.RegistrationToken == "" || v.Properties.ConnectivityStatus != "Connecting" {
 		e.t.Fatalf("create answer: %s", b)
 	}
 	return v.RegistrationToken

@@ -71,6 +71,8 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		ClusterCA:            ca,
 		CertLifetime:         o.CertLifetime,
 		RegistrationTokenTTL: o.RegistrationTokenTTL,
+		Location:             o.Location,
+		OfflineAfter:         o.OfflineAfter,
 		Tunnel: &tunnel.Config{
 			StreamWindow:      uint32(o.StreamWindow),
 			MaxStreams:        o.MaxStreams,

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +56,12 @@ type Config struct {
 	Agents AgentAuthenticator
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Location is the relay's region, shown as each cluster's location.
+	// Empty means "local".
+	Location string
+	// OfflineAfter is how long after its last heartbeat a cluster counts as
+	// Offline; zero means 15 minutes.
+	OfflineAfter time.Duration
 	// Tunnel tunes the relay's side of each tunnel. Nil means defaults.
 	Tunnel *tunnel.Config
 	// Registry receives the relay's metrics and is served at /metrics. Nil
@@ -83,6 +88,7 @@ type Server struct {
 	conns    sync.WaitGroup // agent handlers
 	shutdown chan struct{}
 	stopOnce sync.Once
+	sweeper  sync.WaitGroup
 }
 
 // New returns a Server for cfg.
@@ -107,6 +113,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RegistrationTokenTTL == 0 {
 		cfg.RegistrationTokenTTL = time.Hour
+	}
+	if cfg.Location == "" {
+		cfg.Location = "local"
+	}
+	if cfg.OfflineAfter == 0 {
+		cfg.OfflineAfter = 15 * time.Minute
 	}
 	certs := CertAuthenticator{CA: cfg.ClusterCA, Now: cfg.Now}
 	if cfg.Agents == nil {
@@ -151,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	s.routes()
+	s.sweeper.Go(s.sweep)
 	return s, nil
 }
 
@@ -164,6 +177,8 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /api/v1/clusters", s.admin(s.createCluster))
 	s.mux.HandleFunc("GET /api/v1/clusters/{name}", s.admin(s.getCluster))
 	s.mux.HandleFunc("DELETE /api/v1/clusters/{name}", s.admin(s.deleteCluster))
+	s.mux.HandleFunc("PATCH /api/v1/clusters/{name}", s.admin(s.patchCluster))
+	s.mux.HandleFunc("POST /agent/v1/heartbeat", s.heartbeat)
 	s.mux.HandleFunc("POST /api/v1/clusters/{name}/registration-token", s.admin(s.newRegistrationToken))
 	s.mux.HandleFunc("GET /api/v1/clusters/{name}/kubeconfig", s.admin(s.kubeconfig))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -356,6 +371,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 // when it is back.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.shutdown) })
+	s.sweeper.Wait()
 	s.mu.Lock()
 	pools := make([]*tunnel.Pool, 0, len(s.pools))
 	for _, p := range s.pools {
@@ -381,204 +397,6 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
-}
-
-// ClusterView is a cluster as the management API shows it.
-type ClusterView struct {
-	Name      string    `json:"name"`
-	UID       string    `json:"uid"`
-	CreatedAt time.Time `json:"createdAt"`
-	Connected bool      `json:"connected"`
-	Tunnels   int       `json:"tunnels"`
-	// Status is Connecting (registered, no agent yet), Connected (a tunnel
-	// is up), Offline or Expired (the cluster's certificate has expired).
-	Status string `json:"status"`
-	// CertificateExpiresAt is when the newest certificate issued to the
-	// cluster expires.
-	CertificateExpiresAt time.Time `json:"certificateExpiresAt,omitzero"`
-	// RegistrationToken is present only in the answer to create and
-	// registration-token calls: a one-time token for the agent's enrolment.
-	RegistrationToken          string    `json:"registrationToken,omitempty"`
-	RegistrationTokenExpiresAt time.Time `json:"registrationTokenExpiresAt,omitzero"`
-}
-
-// ClusterList is the answer to a list call.
-type ClusterList struct {
-	Items []ClusterView `json:"items"`
-}
-
-func (s *Server) view(c *store.Cluster) ClusterView {
-	n := s.Connected(c.Name)
-	v := ClusterView{Name: c.Name, UID: c.UID, CreatedAt: c.CreatedAt, Connected: n > 0, Tunnels: n, CertificateExpiresAt: c.CertNotAfter}
-	switch {
-	case !c.CertNotAfter.IsZero() && s.now().After(c.CertNotAfter):
-		v.Status = "Expired"
-	case n > 0:
-		v.Status = "Connected"
-	case c.CertGeneration == 0:
-		v.Status = "Connecting"
-	default:
-		v.Status = "Offline"
-	}
-	return v
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func (s *Server) listClusters(w http.ResponseWriter, r *http.Request) {
-	cs, err := s.cfg.Store.ListClusters(r.Context())
-	if err != nil {
-		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return
-	}
-	out := ClusterList{Items: []ClusterView{}}
-	for _, c := range cs {
-		out.Items = append(out.Items, s.view(c))
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// CreateRequest is the body of a create call.
-type CreateRequest struct {
-	Name string `json:"name"`
-	// TokenTTLSeconds overrides the relay's registration token lifetime.
-	TokenTTLSeconds int `json:"tokenTTLSeconds,omitempty"`
-}
-
-// TokenRequest is the body of a registration-token call.
-type TokenRequest struct {
-	TokenTTLSeconds int `json:"tokenTTLSeconds,omitempty"`
-}
-
-func (s *Server) createCluster(w http.ResponseWriter, r *http.Request) {
-	var req CreateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		apistatus.Error(w, http.StatusBadRequest, `body must be JSON like {"name": "prod-eu"}: `+err.Error())
-		return
-	}
-	if !ValidClusterName(req.Name) {
-		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("cluster name %q is invalid: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", req.Name))
-		return
-	}
-	ttl, ok := s.tokenTTL(w, req.TokenTTLSeconds)
-	if !ok {
-		return
-	}
-	token := randomString(32)
-	now := s.now()
-	c := &store.Cluster{Name: req.Name, UID: newUID(), CreatedAt: now.UTC().Truncate(time.Second),
-		RegistrationTokenHash: hashSecret(token), RegistrationTokenExpiresAt: now.Add(ttl)}
-	if err := s.cfg.Store.CreateCluster(r.Context(), c); errors.Is(err, store.ErrExists) {
-		apistatus.Error(w, http.StatusConflict, fmt.Sprintf("cluster %q already exists; delete it first or pick another name", req.Name))
-		return
-	} else if err != nil {
-		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return
-	}
-	s.log.Info("cluster registered", "cluster", c.Name, "uid", c.UID)
-	v := s.view(c)
-	v.RegistrationToken, v.RegistrationTokenExpiresAt = token, c.RegistrationTokenExpiresAt
-	writeJSON(w, http.StatusCreated, v)
-}
-
-func (s *Server) tokenTTL(w http.ResponseWriter, seconds int) (time.Duration, bool) {
-	if seconds < 0 || seconds > 7*24*3600 {
-		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("tokenTTLSeconds %d: want 1 s to 7 days", seconds))
-		return 0, false
-	}
-	if seconds == 0 {
-		return s.cfg.RegistrationTokenTTL, true
-	}
-	return time.Duration(seconds) * time.Second, true
-}
-
-// newRegistrationToken issues a fresh one-time registration token, e.g. to
-// re-register a cluster whose certificate expired. Earlier tokens stop working.
-func (s *Server) newRegistrationToken(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
-	if r.ContentLength != 0 {
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			apistatus.Error(w, http.StatusBadRequest, `body must be empty or JSON like {"tokenTTLSeconds": 3600}: `+err.Error())
-			return
-		}
-	}
-	ttl, ok := s.tokenTTL(w, req.TokenTTLSeconds)
-	if !ok {
-		return
-	}
-	token := randomString(32)
-	now := s.now()
-	c, err := s.cfg.Store.UpdateCluster(r.Context(), r.PathValue("name"), func(c *store.Cluster) error {
-		c.RegistrationTokenHash, c.RegistrationTokenExpiresAt, c.RegistrationTokenUsed = hashSecret(token), now.Add(ttl), false
-		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay", r.PathValue("name")))
-		return
-	} else if err != nil {
-		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return
-	}
-	s.log.Info("registration token issued", "cluster", c.Name, "expires", c.RegistrationTokenExpiresAt)
-	v := s.view(c)
-	v.RegistrationToken, v.RegistrationTokenExpiresAt = token, c.RegistrationTokenExpiresAt
-	writeJSON(w, http.StatusOK, v)
-}
-
-func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.lookup(w, r)
-	if ok {
-		writeJSON(w, http.StatusOK, s.view(c))
-	}
-}
-
-func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (*store.Cluster, bool) {
-	name := r.PathValue("name")
-	c, err := s.cfg.Store.GetCluster(r.Context(), name)
-	if errors.Is(err, store.ErrNotFound) {
-		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay", name))
-		return nil, false
-	}
-	if err != nil {
-		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return nil, false
-	}
-	return c, true
-}
-
-func (s *Server) deleteCluster(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := s.cfg.Store.DeleteCluster(r.Context(), name); errors.Is(err, store.ErrNotFound) {
-		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay", name))
-		return
-	} else if err != nil {
-		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return
-	}
-	s.closeTunnels(name, "cluster deleted; its certificates are revoked")
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// closeTunnels closes every tunnel of a cluster at once.
-func (s *Server) closeTunnels(name, why string) {
-	s.mu.Lock()
-	p := s.pools[name]
-	delete(s.pools, name)
-	s.mu.Unlock()
-	if p != nil {
-		p.Close()
-	}
-	s.log.Info("tunnels closed", "cluster", name, "why", why)
 }
 
 // Kubeconfig builds the kubeconfig for a cluster: the relay URL for it, the

@@ -1,5 +1,6 @@
 // Command devcluster runs a real etcd and kube-apiserver on loopback for the
-// demo (make demo), using the same harness as the tests, until SIGTERM. When
+// demo (make demo), using the same harness as the tests, plus one node backed
+// by the test kubelet, until SIGTERM. When
 // the apiserver is ready it writes <dir>/cluster.env with its URL, CA file and
 // admin kubeconfig, for the demo script to read.
 package main
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/test/cluster"
+	"github.com/clusterconnect/clusterconnect/test/kubelet"
 )
 
 func main() {
@@ -41,6 +43,20 @@ func run(dir string, log *slog.Logger) error {
 		return err
 	}
 	defer c.Stop()
+	// A node backed by the test kubelet, so that the cluster has a node to
+	// count and exec/logs/port-forward have somewhere to go.
+	k, err := kubelet.Start(sctx, log)
+	if err != nil {
+		return err
+	}
+	defer k.Stop()
+	cs, err := c.Clientset()
+	if err != nil {
+		return err
+	}
+	if err := k.RegisterNode(sctx, cs, "demo-node"); err != nil {
+		return err
+	}
 	env := fmt.Sprintf("APISERVER_URL=%s\nAPISERVER_CA=%s\nADMIN_KUBECONFIG=%s\n", c.URL, c.CAFile, c.AdminKubeconfig)
 	if err := os.WriteFile(filepath.Join(dir, "cluster.env"), []byte(env), 0o600); err != nil {
 		return err

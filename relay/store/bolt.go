@@ -40,6 +40,7 @@ func OpenBolt(path string) (*Bolt, error) {
 }
 
 func (b *Bolt) CreateCluster(_ context.Context, c *Cluster) error {
+	c.Version = 1
 	v, err := json.Marshal(c)
 	if err != nil {
 		return err
@@ -98,6 +99,7 @@ func (b *Bolt) UpdateCluster(_ context.Context, name string, update func(*Cluste
 			return err
 		}
 		c.Name = name
+		c.Version++
 		nv, err := json.Marshal(&c)
 		if err != nil {
 			return err

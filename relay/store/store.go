@@ -35,6 +35,49 @@ type Cluster struct {
 	// CertNotAfter is when the newest certificate issued to the cluster
 	// expires (zero before enrolment).
 	CertNotAfter time.Time `json:"certNotAfter,omitzero"`
+
+	// Version counts changes; the API shows it as the etag. The store bumps it
+	// on every write.
+	Version int64             `json:"version"`
+	Tags    map[string]string `json:"tags,omitempty"`
+	// Metadata is what the cluster's agents last reported about it.
+	Metadata Metadata `json:"metadata"`
+	// LastHeartbeat is when an agent last reported in.
+	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
+	// Status is the connectivity status last recorded (see Events).
+	Status string `json:"status,omitempty"`
+	// Events are the latest status transitions, oldest first (bounded).
+	Events []Event `json:"events,omitempty"`
+}
+
+// Metadata describes a cluster as its metadata agent sees it.
+type Metadata struct {
+	KubernetesVersion string    `json:"kubernetesVersion,omitempty"`
+	AgentVersion      string    `json:"agentVersion,omitempty"`
+	TotalNodeCount    int       `json:"totalNodeCount"`
+	TotalCoreCount    int       `json:"totalCoreCount"`
+	Distribution      string    `json:"distribution,omitempty"`
+	Infrastructure    string    `json:"infrastructure,omitempty"`
+	UpdatedAt         time.Time `json:"updatedAt,omitzero"`
+}
+
+// Event is a connectivity status transition.
+type Event struct {
+	Time   time.Time `json:"time"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Reason string    `json:"reason"`
+}
+
+// MaxEvents bounds Cluster.Events.
+const MaxEvents = 20
+
+// AddEvent appends a transition and drops the oldest beyond MaxEvents.
+func (c *Cluster) AddEvent(e Event) {
+	c.Events = append(c.Events, e)
+	if n := len(c.Events) - MaxEvents; n > 0 {
+		c.Events = append([]Event(nil), c.Events[n:]...)
+	}
 }
 
 // CA is the cluster CA's certificate and private key, PEM.

@@ -270,6 +270,7 @@ func startAgent(ctx context.Context, r *relayProc, name, tokenFile string, tunne
 		"--keepalive-interval", "1s", "--keepalive-timeout", "2s",
 		"--drain-timeout", "2s",
 		"--backoff-max", "1s",
+		"--heartbeat-interval", "300ms",
 		"--log-level", "debug",
 	}, extraArgs...)
 	return proc.Start(slog.New(slog.DiscardHandler), "clusteragent", filepath.Join(shared.bin, "clusteragent"), filepath.Join(r.dataDir, name+"-agent.log"), args)
@@ -286,7 +287,7 @@ func (r *relayProc) waitTunnels(ctx context.Context, name string, n int) error {
 	var last string
 	for {
 		v, err := cl.GetCluster(ctx, name)
-		if err == nil && v.Tunnels == n {
+		if err == nil && v.Properties.Tunnels == n {
 			return nil
 		}
 		last = fmt.Sprintf("%+v %v", v, err)

@@ -1,0 +1,119 @@
+// Package metadata is the cluster-metadata role: it reads, with client-go,
+// what the relay shows about a cluster — Kubernetes version, node count,
+// allocatable cores, distribution and infrastructure — and the agent version.
+package metadata
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Metadata is what the agent reports. Its JSON is the relay's wire format
+// (POST /agent/v1/heartbeat, field "metadata").
+type Metadata struct {
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	AgentVersion      string `json:"agentVersion,omitempty"`
+	TotalNodeCount    int    `json:"totalNodeCount"`
+	TotalCoreCount    int    `json:"totalCoreCount"`
+	Distribution      string `json:"distribution,omitempty"`
+	Infrastructure    string `json:"infrastructure,omitempty"`
+}
+
+// Collector gathers Metadata.
+type Collector struct {
+	Client       kubernetes.Interface
+	AgentVersion string
+}
+
+// Collect reads the server version and lists the nodes (in pages, so large
+// clusters are fine).
+func (c *Collector) Collect(ctx context.Context) (Metadata, error) {
+	md := Metadata{AgentVersion: c.AgentVersion}
+	v, err := c.Client.Discovery().ServerVersion()
+	if err != nil {
+		return md, fmt.Errorf("read the server version: %w", err)
+	}
+	md.KubernetesVersion = v.GitVersion
+	var milliCores int64
+	var nodes []corev1.Node
+	opts := metav1.ListOptions{Limit: 500}
+	for {
+		list, err := c.Client.CoreV1().Nodes().List(ctx, opts)
+		if err != nil {
+			return md, fmt.Errorf("list nodes (the agent needs list on nodes): %w", err)
+		}
+		for _, n := range list.Items {
+			md.TotalNodeCount++
+			if q, ok := n.Status.Allocatable[corev1.ResourceCPU]; ok {
+				milliCores += q.MilliValue()
+			} else if q, ok := n.Status.Capacity[corev1.ResourceCPU]; ok {
+				milliCores += q.MilliValue()
+			}
+			if len(nodes) < 10 {
+				nodes = append(nodes, n)
+			}
+		}
+		if list.Continue == "" {
+			break
+		}
+		opts.Continue = list.Continue
+	}
+	md.TotalCoreCount = int(milliCores / 1000)
+	md.Distribution, md.Infrastructure = Guess(v.GitVersion, nodes)
+	return md, nil
+}
+
+// Guess names the distribution and the infrastructure from the server
+// version and a sample of nodes (labels and provider IDs), as Arc's
+// cluster-metadata-operator does; "generic" when nothing gives it away.
+func Guess(gitVersion string, nodes []corev1.Node) (distribution, infrastructure string) {
+	distribution, infrastructure = "generic", "generic"
+	switch {
+	case strings.Contains(gitVersion, "-eks-"):
+		distribution = "eks"
+	case strings.Contains(gitVersion, "-gke."):
+		distribution = "gke"
+	case strings.Contains(gitVersion, "+k3s"):
+		distribution = "k3s"
+	case strings.Contains(gitVersion, "+rke2"):
+		distribution = "rke2"
+	}
+	for _, n := range nodes {
+		l := n.Labels
+		switch {
+		case l["kubernetes.azure.com/cluster"] != "":
+			distribution = "aks"
+		case l["eks.amazonaws.com/nodegroup"] != "":
+			distribution = "eks"
+		case l["cloud.google.com/gke-nodepool"] != "":
+			distribution = "gke"
+		case l["node.openshift.io/os_id"] != "":
+			distribution = "openshift"
+		case l["minikube.k8s.io/name"] != "":
+			distribution = "minikube"
+		}
+		scheme, _, _ := strings.Cut(n.Spec.ProviderID, "://")
+		switch scheme {
+		case "azure":
+			infrastructure = "azure"
+		case "aws":
+			infrastructure = "aws"
+		case "gce":
+			infrastructure = "gcp"
+		case "vsphere":
+			infrastructure = "vsphere"
+		case "openstack":
+			infrastructure = "openstack"
+		case "kind":
+			distribution, infrastructure = "kind", "docker"
+		case "k3s":
+			distribution = "k3s"
+		}
+	}
+	return distribution, infrastructure
+}
