@@ -91,6 +91,7 @@ Settings come from the config file (written by login), overridden by the environ
 	clusters := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Cluster verbs grouped: create, token, list, show, update, delete"}
 	clusters.AddCommand(connectCmd(g, "create"), tokenCmd(g), listCmd(g), showCmd(g), updateCmd(g), deleteCmd(g))
 	root.AddCommand(clusters)
+	root.AddCommand(getTokenCmd()) // kubectl exec credential plugin for kube-aad-proxy (tokenexec.go)
 	return root
 }
 

@@ -446,6 +446,12 @@ func (s *Server) deleteCluster(w http.ResponseWriter, r *http.Request) {
 	if err := s.cfg.Store.DeleteCluster(r.Context(), name); !s.storeOK(w, r, err) {
 		return
 	}
+	// The cluster's role assignments go with it.
+	if as, err := s.cfg.Store.ListAssignments(r.Context(), name); err == nil {
+		for _, a := range as {
+			_ = s.cfg.Store.DeleteAssignment(r.Context(), a.ID)
+		}
+	}
 	s.closeTunnels(name, "cluster deleted; its certificates are revoked")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -12,6 +12,8 @@ import (
 var (
 	clustersBucket = []byte("clusters")
 	metaBucket     = []byte("meta")
+	rolesBucket    = []byte("roles")
+	assignBucket   = []byte("roleassignments")
 	caKey          = []byte("cluster-ca")
 )
 
@@ -27,8 +29,10 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open store %s (is another relay using it?): %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(clustersBucket); err != nil {
-			return err
+		for _, b := range [][]byte{clustersBucket, rolesBucket, assignBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
 		_, err := tx.CreateBucketIfNotExists(metaBucket)
 		return err
@@ -143,3 +147,80 @@ func (b *Bolt) DeleteCluster(_ context.Context, name string) error {
 }
 
 func (b *Bolt) Close() error { return b.db.Close() }
+
+func put(db *bolt.DB, bucket []byte, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), b) })
+}
+
+func get(db *bolt.DB, bucket []byte, key, what string, v any) error {
+	return db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket).Get([]byte(key))
+		if b == nil {
+			return fmt.Errorf("%s %q: %w", what, key, ErrNotFound)
+		}
+		return json.Unmarshal(b, v)
+	})
+}
+
+func del(db *bolt.DB, bucket []byte, key, what string) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucket)
+		if bk.Get([]byte(key)) == nil {
+			return fmt.Errorf("%s %q: %w", what, key, ErrNotFound)
+		}
+		return bk.Delete([]byte(key))
+	})
+}
+
+func list[T any](db *bolt.DB, bucket []byte, keep func(*T) bool) ([]*T, error) {
+	var out []*T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(_, b []byte) error {
+			v := new(T)
+			if err := json.Unmarshal(b, v); err != nil {
+				return err
+			}
+			if keep == nil || keep(v) {
+				out = append(out, v)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (b *Bolt) PutRole(_ context.Context, r *RoleDefinition) error {
+	return put(b.db, rolesBucket, r.Name, r)
+}
+
+func (b *Bolt) GetRole(_ context.Context, name string) (*RoleDefinition, error) {
+	var r RoleDefinition
+	if err := get(b.db, rolesBucket, name, "role", &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (b *Bolt) ListRoles(context.Context) ([]*RoleDefinition, error) {
+	return list[RoleDefinition](b.db, rolesBucket, nil)
+}
+
+func (b *Bolt) DeleteRole(_ context.Context, name string) error {
+	return del(b.db, rolesBucket, name, "role")
+}
+
+func (b *Bolt) CreateAssignment(_ context.Context, a *RoleAssignment) error {
+	return put(b.db, assignBucket, a.ID, a)
+}
+
+func (b *Bolt) DeleteAssignment(_ context.Context, id string) error {
+	return del(b.db, assignBucket, id, "role assignment")
+}
+
+func (b *Bolt) ListAssignments(_ context.Context, cluster string) ([]*RoleAssignment, error) {
+	return list(b.db, assignBucket, func(a *RoleAssignment) bool { return cluster == "" || a.Cluster == cluster })
+}

@@ -69,6 +69,28 @@ type Event struct {
 	Reason string    `json:"reason"`
 }
 
+// RoleDefinition is a custom role: the data actions it allows, minus its
+// not-data-actions (both may use * wildcards).
+type RoleDefinition struct {
+	Name           string    `json:"name"`
+	Description    string    `json:"description,omitempty"`
+	DataActions    []string  `json:"dataActions"`
+	NotDataActions []string  `json:"notDataActions,omitempty"`
+	UpdatedAt      time.Time `json:"updatedAt,omitzero"`
+}
+
+// RoleAssignment grants a role to a principal (a user's object ID or a group
+// ID) on a cluster, or on one namespace of it.
+type RoleAssignment struct {
+	ID            string    `json:"id"`
+	Role          string    `json:"role"`
+	PrincipalID   string    `json:"principalId"`
+	PrincipalType string    `json:"principalType"` // User or Group
+	Cluster       string    `json:"cluster"`
+	Namespace     string    `json:"namespace,omitempty"`
+	CreatedAt     time.Time `json:"createdAt"`
+}
+
 // MaxEvents bounds Cluster.Events.
 const MaxEvents = 20
 
@@ -97,5 +119,15 @@ type Store interface {
 	DeleteCluster(ctx context.Context, name string) error
 	// InitCA stores ca unless a CA is stored already, and returns the stored one.
 	InitCA(ctx context.Context, ca *CA) (*CA, error)
+
+	// PutRole creates or replaces a custom role definition.
+	PutRole(ctx context.Context, r *RoleDefinition) error
+	GetRole(ctx context.Context, name string) (*RoleDefinition, error)
+	ListRoles(ctx context.Context) ([]*RoleDefinition, error)
+	DeleteRole(ctx context.Context, name string) error
+	CreateAssignment(ctx context.Context, a *RoleAssignment) error
+	DeleteAssignment(ctx context.Context, id string) error
+	// ListAssignments returns the assignments of a cluster ("" = all).
+	ListAssignments(ctx context.Context, cluster string) ([]*RoleAssignment, error)
 	Close() error
 }
