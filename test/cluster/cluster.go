@@ -270,6 +270,11 @@ func apiserverArgs(c *Cluster, opts *Options, port int) []string {
 			overrides[name] = true
 		}
 	}
+	// The structured --authorization-config cannot be combined with
+	// --authorization-mode.
+	if overrides["authorization-config"] {
+		overrides["authorization-mode"] = true
+	}
 	var args []string
 	for _, kv := range defaults {
 		if !overrides[kv[0]] {
