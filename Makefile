@@ -27,10 +27,10 @@ test: tools vet
 	$(MAKE) bench-smoke
 
 unit:
-	$(GO) test -race -count=1 ./pkg/... ./relay/... ./clusteragent/... ./connectctl/...
+	$(GO) test -race -count=1 ./pkg/... ./relay/... ./clusteragent/... ./connectctl/... ./aadproxy/... ./test/oidc/...
 
 e2e: tools
-	$(GO) test -race -count=1 -timeout 20m ./test/e2e/
+	$(GO) test -race -count=1 -timeout 20m ./test/e2e/...
 
 demo:
 	@hack/demo.sh up

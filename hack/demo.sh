@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo / make demo-down: the whole chain on loopback, in the background.
 #   etcd + kube-apiserver (real, built from the Go module proxy)
-#   relay  <-- tunnels --  clusteragent  --> kube-apiserver
+#   relay  <-- tunnels --  clusteragent  --> kube-aad-proxy --> kube-apiserver
+#   devaad: a local stand-in for Entra ID (OIDC issuer, device-code login, Graph)
 # and a relay-issued kubeconfig for kubectl.
 set -euo pipefail
 
@@ -11,6 +12,10 @@ bin="$root/bin"
 relay_port="${DEMO_RELAY_PORT:-18443}"
 relay_url="https://127.0.0.1:$relay_port"
 cluster_name=demo
+aad_proxy_port="${DEMO_AAD_PROXY_PORT:-18444}"
+aad_health_port="${DEMO_AAD_HEALTH_PORT:-18445}"
+aad_issuer_port="${DEMO_AAD_ISSUER_PORT:-18446}"
+aad_audience="api://clusterconnect-demo"
 
 stop_pid() { # name
 	local f="$state/$1.pid"
@@ -29,6 +34,8 @@ down() {
 	# before etcd).
 	stop_pid clusteragent
 	stop_pid relay
+	stop_pid kube-aad-proxy
+	stop_pid devaad
 	stop_pid devcluster
 }
 
@@ -55,10 +62,10 @@ up() {
 
 	echo "==> building etcd and kube-apiserver if not cached (the first run builds kube-apiserver: about 4 min)"
 	"$root/hack/tools.sh" >/dev/null
-	echo "==> building relay, clusteragent, connectctl"
+	echo "==> building relay, clusteragent, connectctl, kube-aad-proxy"
 	version="$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
 	(cd "$root" && go build -ldflags "-X github.com/clusterconnect/clusterconnect/pkg/version.Version=$version" \
-		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./hack/devcluster)
+		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./cmd/kube-aad-proxy ./hack/devcluster ./hack/devaad)
 
 	echo "==> starting etcd and kube-apiserver"
 	start_bg devcluster "$state/devcluster.log" "$bin/devcluster" --dir "$state/cluster"
@@ -66,6 +73,53 @@ up() {
 	# shellcheck disable=SC1091
 	source "$state/cluster/cluster.env"
 	admin=(kubectl --kubeconfig "$ADMIN_KUBECONFIG")
+
+	echo "==> starting a local Entra ID stand-in (OIDC issuer, device-code login, Graph) and kube-aad-proxy"
+	mkdir -p "$state/aad"
+	head -c 24 /dev/urandom | base64 >"$state/aad/graph-secret"
+	start_bg devaad "$state/devaad.log" "$bin/devaad" --dir "$state/aad" --listen "127.0.0.1:$aad_issuer_port" \
+		--graph-secret-file "$state/aad/graph-secret"
+	wait_for "the local issuer" 30 test -f "$state/aad/aad.env"
+	# shellcheck disable=SC1091
+	source "$state/aad/aad.env"
+	# kube-aad-proxy's own identity: a service account that may only impersonate.
+	"${admin[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kube-aad-proxy, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kube-aad-proxy-impersonator}
+rules:
+- {apiGroups: [""], resources: [users, groups], verbs: [impersonate]}
+- {apiGroups: [authentication.k8s.io], resources: [userextras/oid, userextras/tid], verbs: [impersonate]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kube-aad-proxy-impersonator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-aad-proxy-impersonator}
+subjects: [{kind: ServiceAccount, name: kube-aad-proxy, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo-admins}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: demo-admins}]
+YAML
+	proxy_kc="$state/aad/proxy.kubeconfig"
+	kubectl config --kubeconfig "$proxy_kc" set-cluster demo --server "$APISERVER_URL" --certificate-authority "$APISERVER_CA" --embed-certs >/dev/null
+	kubectl config --kubeconfig "$proxy_kc" set-credentials kube-aad-proxy \
+		--token "$("${admin[@]}" -n kube-system create token kube-aad-proxy --duration=24h)" >/dev/null
+	kubectl config --kubeconfig "$proxy_kc" set-context demo --cluster demo --user kube-aad-proxy >/dev/null
+	kubectl config --kubeconfig "$proxy_kc" use-context demo >/dev/null
+	start_bg kube-aad-proxy "$state/kube-aad-proxy.log" "$bin/kube-aad-proxy" \
+		--listen "127.0.0.1:$aad_proxy_port" --health-listen "127.0.0.1:$aad_health_port" \
+		--tls-cert-file "$PROXY_CERT" --tls-key-file "$PROXY_KEY" --kubeconfig "$proxy_kc" \
+		--issuer-url "$ISSUER_URL" --v1-issuer-url "$ISSUER_V1_URL" --issuer-ca-file "$ISSUER_CA" \
+		--tenant "$TENANT" --audience "$aad_audience" \
+		--graph-url "$GRAPH_URL" --client-id kube-aad-proxy --client-secret-file "$state/aad/graph-secret"
+	wait_for "kube-aad-proxy" 30 grep -q "kube-aad-proxy listening" "$state/kube-aad-proxy.log"
 
 	echo "==> starting the relay on $relay_url"
 	start_bg relay "$state/relay.log" "$bin/relay" --listen "127.0.0.1:$relay_port" \
@@ -83,7 +137,7 @@ up() {
 	start_bg clusteragent "$state/clusteragent.log" "$bin/clusteragent" --relay-url "$relay_url" \
 		--cluster "$cluster_name" --registration-token-file "$state/registration.token" \
 		--relay-ca-file "$state/relay/ca.crt" --namespace clusterconnect --kubeconfig "$ADMIN_KUBECONFIG" \
-		--upstream "$APISERVER_URL" --upstream-ca-file "$APISERVER_CA" --listen 127.0.0.1:0
+		--upstream "https://127.0.0.1:$aad_proxy_port" --upstream-ca-file "$PROXY_CA" --listen 127.0.0.1:0
 	wait_for "agent heartbeat" 30 sh -c "'$bin/connectctl' show '$cluster_name' -o json | grep -q '\"connectivityStatus\": \"Connected\"'"
 
 	echo "==> a service-account token for the demo user (cluster-admin)"
@@ -92,14 +146,29 @@ up() {
 	token="$("${admin[@]}" -n kube-system create token demo-admin --duration=24h)"
 
 	"$bin/connectctl" kubeconfig "$cluster_name" --token "$token" --file "$state/kubeconfig" >/dev/null
+
+	echo "==> an Entra-style kubeconfig: connectctl get-token signs in with the device code (auto-approved"
+	echo "    by the local issuer as dev@contoso.example, group demo-admins); kube-aad-proxy impersonates"
+	"$bin/connectctl" kubeconfig "$cluster_name" --file "$state/kubeconfig-entra" >/dev/null
+	entra_user="$(kubectl config --kubeconfig "$state/kubeconfig-entra" view -o jsonpath='{.contexts[0].context.user}')"
+	kubectl config --kubeconfig "$state/kubeconfig-entra" set-credentials "$entra_user" --token= \
+		--exec-api-version client.authentication.k8s.io/v1 --exec-command "$bin/connectctl" \
+		--exec-arg get-token --exec-arg --issuer-url --exec-arg "$ISSUER_URL/$TENANT/v2.0" \
+		--exec-arg --client-id --exec-arg connectctl-demo --exec-arg --scope --exec-arg "$aad_audience/.default" \
+		--exec-arg --issuer-ca-file --exec-arg "$ISSUER_CA" --exec-arg --cache-dir --exec-arg "$state/aad/token-cache" \
+		--exec-interactive-mode Never >/dev/null
 	"$bin/connectctl" list
 	cat <<MSG
 
-The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-apiserver.
-Relay-issued kubeconfig: $state/kubeconfig
+The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-aad-proxy -> kube-apiserver.
+Relay-issued kubeconfig (service-account token, passed through by kube-aad-proxy): $state/kubeconfig
 Try:
 
   kubectl --kubeconfig $state/kubeconfig get ns
+
+The same cluster as an Entra user (connectctl get-token as exec plugin; kube-aad-proxy impersonates):
+
+  kubectl --kubeconfig $state/kubeconfig-entra auth whoami
 
 Logs are in $state/*.log; stop everything with: make demo-down
 MSG

@@ -1,0 +1,336 @@
+package token_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/clusterconnect/clusterconnect/aadproxy/graph"
+	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/test/oidc"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	tenant      = "11111111-2222-3333-4444-555555555555"
+	otherTenant = "99999999-2222-3333-4444-555555555555"
+	clientID    = "00000000-aaaa-bbbb-cccc-000000000001"
+	appIDURI    = "api://clusterconnect"
+	graphApp    = "graph-reader"
+	graphSecret = "graph-secret"
+)
+
+type env struct {
+	iss     *oidc.Issuer
+	v       *token.Verifier
+	reg     *prometheus.Registry
+	metrics *token.Metrics
+	client  *http.Client
+}
+
+func client(t *testing.T, caPEM []byte) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// newEnv starts a local issuer and a verifier for it. mod adjusts the
+// verifier's config.
+func newEnv(t *testing.T, mod func(*token.Config)) *env {
+	t.Helper()
+	iss, err := oidc.Start(&oidc.Options{Clients: map[string]string{graphApp: graphSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { iss.Close() })
+	e := &env{iss: iss, reg: prometheus.NewRegistry(), client: client(t, iss.CAPEM)}
+	e.metrics = token.NewMetrics(e.reg, "test")
+	cfg := &token.Config{
+		IssuerURL:   iss.URL,
+		V1IssuerURL: iss.V1Base(),
+		Tenants:     []string{tenant},
+		Audiences:   []string{clientID, appIDURI},
+		HTTPClient:  e.client,
+		Metrics:     e.metrics,
+		// Tests rotate keys right after a fetch; do not make them wait.
+		MinRefreshInterval: time.Millisecond,
+	}
+	if mod != nil {
+		mod(cfg)
+	}
+	if e.v, err = token.NewVerifier(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func good(version int) oidc.Token {
+	aud := clientID
+	if version == 1 {
+		aud = appIDURI
+	}
+	return oidc.Token{Version: version, Tenant: tenant, Audience: aud, UPN: "alice@example.com", OID: "oid-alice", Groups: []string{"g-1", "g-2"}}
+}
+
+func TestVerifyBothIssuerForms(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, ver := range []int{1, 2} {
+		id, err := e.v.Verify(t.Context(), e.iss.MustMint(good(ver)))
+		if err != nil {
+			t.Fatalf("v%d: %v", ver, err)
+		}
+		if id.Username != "alice@example.com" || !slices.Equal(id.Groups, []string{"g-1", "g-2"}) || id.ObjectID != "oid-alice" || id.TenantID != tenant || id.Version != ver {
+			t.Errorf("v%d identity = %+v", ver, id)
+		}
+		if ex := id.Extra(); ex["oid"][0] != "oid-alice" || ex["tid"][0] != tenant {
+			t.Errorf("v%d extras = %v", ver, ex)
+		}
+	}
+	if got := e.metrics.VerifyCount("ok"); got != 2 {
+		t.Errorf("verify ok count = %v, want 2", got)
+	}
+}
+
+func TestUsernameClaims(t *testing.T) {
+	e := newEnv(t, func(c *token.Config) { c.UsernamePrefix, c.GroupsPrefix = "aad:", "aadgroup:" })
+	tok := good(2)
+	tok.UPN = "" // no preferred_username: falls back to oid
+	id, err := e.v.Verify(t.Context(), e.iss.MustMint(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Username != "aad:oid-alice" || id.Groups[0] != "aadgroup:g-1" {
+		t.Errorf("identity = %+v", id)
+	}
+	e2 := newEnv(t, func(c *token.Config) { c.UsernameClaims = []string{"email"} })
+	tok = good(2)
+	tok.Extra = map[string]any{"email": "alice@mail.example"}
+	if id, err := e2.v.Verify(t.Context(), e2.iss.MustMint(tok)); err != nil || id.Username != "alice@mail.example" {
+		t.Errorf("email claim: %+v %v", id, err)
+	}
+	tok.Extra = nil
+	if _, err := e2.v.Verify(t.Context(), e2.iss.MustMint(tok)); token.ReasonOf(err) != token.ReasonInvalidIdentity {
+		t.Errorf("missing username claim: %v", err)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	other, err := oidc.Start(nil) // same shape, other keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tampered, _ := oidc.Tamper(e.iss.MustMint(good(2)), "preferred_username", "admin@example.com")
+	foreignKey, _ := other.Sign(e.iss.Claims(good(2)), "RS256")
+	mint := func(f func(*oidc.Token)) string {
+		tok := good(2)
+		f(&tok)
+		return e.iss.MustMint(tok)
+	}
+	for _, tc := range []struct {
+		name  string
+		raw   string
+		want  token.Reason
+		inMsg string
+	}{
+		{"expired", mint(func(t *oidc.Token) { t.TTL = -10 * time.Minute }), token.ReasonExpired, "expired at"},
+		{"not yet valid", mint(func(t *oidc.Token) { t.NotBefore = 10 * time.Minute }), token.ReasonNotYetValid, "not valid before"},
+		{"wrong audience", mint(func(t *oidc.Token) { t.Audience = "api://someone-else" }), token.ReasonWrongAudience, `audience ["api://someone-else"]`},
+		{"wrong tenant v2", mint(func(t *oidc.Token) { t.Tenant = otherTenant }), token.ReasonUnknownIssuer, "tenant is not configured"},
+		{"wrong tenant v1", mint(func(t *oidc.Token) { t.Tenant, t.Version = otherTenant, 1 }), token.ReasonUnknownIssuer, "tenant is not configured"},
+		{"alg none", mint(func(t *oidc.Token) { t.Alg = "none" }), token.ReasonAlgorithm, `"none" is refused`},
+		{"alg HS256", mint(func(t *oidc.Token) { t.Alg = "HS256" }), token.ReasonAlgorithm, `"HS256" is refused`},
+		{"tampered", tampered, token.ReasonBadSignature, "does not verify"},
+		{"unknown key", foreignKey, token.ReasonBadSignature, "does not publish"},
+		{"tid mismatch", mint(func(t *oidc.Token) { t.Extra = map[string]any{"tid": otherTenant} }), token.ReasonInvalidIdentity, "does not match"},
+		{"system user", mint(func(t *oidc.Token) { t.UPN = "system:admin" }), token.ReasonInvalidIdentity, "reserved"},
+		{"system group", mint(func(t *oidc.Token) { t.Groups = []string{"system:masters"} }), token.ReasonInvalidIdentity, "reserved"},
+		{"groups not strings", mint(func(t *oidc.Token) { t.Extra = map[string]any{"groups": "g-1"} }), token.ReasonMalformed, "groups"},
+		{"no oid", mint(func(t *oidc.Token) { t.Extra = map[string]any{"oid": ""} }), token.ReasonInvalidIdentity, "no oid"},
+		{"overage without resolver", mint(func(t *oidc.Token) { t.Overage = true }), token.ReasonGroupsOverage, "no Graph endpoint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := e.v.Verify(t.Context(), tc.raw)
+			var te *token.Error
+			if !errors.As(err, &te) || te.Reason != tc.want {
+				t.Fatalf("Verify = %+v, %v; want reason %s", id, err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.inMsg) {
+				t.Errorf("message %q lacks %q", err, tc.inMsg)
+			}
+			if strings.Contains(err.Error(), tc.raw) {
+				t.Error("the error message contains the token")
+			}
+		})
+	}
+	if got := testutil.ToFloat64(e.metrics.FailureCount(token.ReasonBadSignature)); got != 2 {
+		t.Errorf("bad_signature failures = %v, want 2", got)
+	}
+}
+
+func TestNotEntraPassesThrough(t *testing.T) {
+	e := newEnv(t, nil)
+	sa, _ := e.iss.Sign(map[string]any{"iss": "https://kubernetes.default.svc", "sub": "system:serviceaccount:ns:sa", "aud": []string{"https://kubernetes.default.svc"}, "exp": time.Now().Add(time.Hour).Unix()}, "RS256")
+	foreign, _ := e.iss.Sign(map[string]any{"iss": "https://accounts.google.com", "aud": clientID}, "none")
+	for name, raw := range map[string]string{
+		"service account": sa,
+		"other issuer":    foreign,
+		"opaque":          "abcdef.0123456789",
+		"static token":    "e2e-admin-token",
+		"garbage jwt":     "a.b.c",
+	} {
+		if _, err := e.v.Verify(t.Context(), raw); !errors.Is(err, token.ErrNotEntra) {
+			t.Errorf("%s: err = %v, want ErrNotEntra", name, err)
+		}
+	}
+	if n := e.iss.Stats().JWKSFetches; n != 0 {
+		t.Errorf("pass-through tokens caused %d JWKS fetches", n)
+	}
+}
+
+func TestKeyRotation(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := t.Context()
+	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
+		t.Fatal(err)
+	}
+	fetches := e.iss.Stats().JWKSFetches
+	// A forged token with a known key ID does not make the verifier fetch.
+	tampered, _ := oidc.Tamper(e.iss.MustMint(good(2)), "oid", "x")
+	for range 5 {
+		e.v.Verify(ctx, tampered)
+	}
+	if n := e.iss.Stats().JWKSFetches; n != fetches {
+		t.Errorf("forged tokens with a known kid caused %d JWKS fetches", n-fetches)
+	}
+	// A new key: one refresh, then tokens of both keys verify.
+	oldTok := e.iss.MustMint(good(2))
+	if err := e.iss.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range []string{e.iss.MustMint(good(1)), e.iss.MustMint(good(2)), oldTok} {
+		if _, err := e.v.Verify(ctx, raw); err != nil {
+			t.Fatalf("after rotation: %v", err)
+		}
+	}
+	// v1 and v2 have a key set each: at most one fetch each.
+	if n := e.iss.Stats().JWKSFetches - fetches; n < 1 || n > 2 {
+		t.Errorf("rotation caused %d JWKS fetches, want 1 or 2", n)
+	}
+	if got := testutil.ToFloat64(e.metrics.JWKSRefreshCount("ok")); got != float64(e.iss.Stats().JWKSFetches) {
+		t.Errorf("jwks refresh metric = %v, issuer saw %d", got, e.iss.Stats().JWKSFetches)
+	}
+}
+
+func TestMinRefreshIntervalWaitsInsteadOfFailing(t *testing.T) {
+	e := newEnv(t, func(c *token.Config) { c.MinRefreshInterval = 200 * time.Millisecond })
+	ctx := t.Context()
+	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
+		t.Fatal(err)
+	}
+	e.iss.RotateKey()
+	// Right after the first fetch: this waits for the interval, then works.
+	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
+		t.Fatal(err)
+	}
+	// A cancelled caller does not wait.
+	e.iss.RotateKey()
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := e.v.Verify(cctx, e.iss.MustMint(good(2))); token.ReasonOf(err) != token.ReasonIssuerUnavailable {
+		t.Errorf("cancelled verify: %v", err)
+	}
+}
+
+func TestOverage(t *testing.T) {
+	iss, err := oidc.Start(&oidc.Options{Clients: map[string]string{graphApp: graphSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer iss.Close()
+	hc := client(t, iss.CAPEM)
+	res, err := graph.New(&graph.Config{GraphURL: iss.GraphURL(), IssuerURL: iss.URL, ClientID: graphApp, ClientSecret: graphSecret, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := token.NewVerifier(&token.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{clientID}, HTTPClient: hc, Groups: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := make([]string, 250)
+	for i := range many {
+		many[i] = "g-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
+	}
+	iss.SetMemberGroups("oid-alice", many)
+	tok := good(2)
+	tok.Overage = true
+	raw := iss.MustMint(tok)
+	for range 3 {
+		id, err := v.Verify(t.Context(), raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(id.Groups) != 250 || !id.GroupsResolved {
+			t.Fatalf("resolved %d groups (resolved=%v), want 250", len(id.Groups), id.GroupsResolved)
+		}
+	}
+	if st := iss.Stats(); st.GraphCalls != 1 || st.TokenCalls["client_credentials"] != 1 {
+		t.Errorf("3 verifications made %d Graph calls and %d app token requests, want 1 and 1 (cached)", st.GraphCalls, st.TokenCalls["client_credentials"])
+	}
+	// A user Graph does not know: fail closed with the Graph error.
+	tok.OID = "oid-unknown"
+	_, err = v.Verify(t.Context(), iss.MustMint(tok))
+	if token.ReasonOf(err) != token.ReasonGroupsOverage || !strings.Contains(err.Error(), "Request_ResourceNotFound") {
+		t.Errorf("unknown user: %v", err)
+	}
+	// Wrong app credentials: fail closed, saying so.
+	bad, _ := graph.New(&graph.Config{GraphURL: iss.GraphURL(), IssuerURL: iss.URL, ClientID: graphApp, ClientSecret: "wrong", HTTPClient: hc})
+	if _, err := bad.MemberGroups(t.Context(), tenant, "oid-alice"); err == nil || !strings.Contains(err.Error(), "check the client ID and secret") {
+		t.Errorf("wrong secret: %v", err)
+	}
+}
+
+func TestIssuerUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + ln.Addr().String()
+	ln.Close()
+	v, err := token.NewVerifier(&token.Config{IssuerURL: base, V1IssuerURL: base + "/sts", Tenants: []string{tenant}, Audiences: []string{clientID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, _ := oidc.Start(nil)
+	defer iss.Close()
+	raw, _ := iss.Sign(map[string]any{"iss": base + "/" + tenant + "/v2.0", "aud": clientID}, "RS256")
+	if _, err := v.Verify(t.Context(), raw); token.ReasonOf(err) != token.ReasonIssuerUnavailable {
+		t.Errorf("issuer down: %v", err)
+	}
+}
+
+func TestConfigRefusesSymmetricAndNone(t *testing.T) {
+	for _, algs := range [][]string{{"none"}, {"HS256"}, {"RS256", "HS512"}} {
+		if _, err := token.NewVerifier(&token.Config{Tenants: []string{tenant}, Audiences: []string{clientID}, Algorithms: algs}); err == nil {
+			t.Errorf("algorithms %v accepted", algs)
+		}
+	}
+	if _, err := token.NewVerifier(nil); err == nil || !strings.Contains(err.Error(), "tenant") || !strings.Contains(err.Error(), "audience") {
+		t.Errorf("nil config: %v", err)
+	}
+}
