@@ -1,127 +1,211 @@
-// Package bench measures the tunnel path on loopback. These benchmarks cover
-// the tunnel library alone against direct TLS, in the same run; the
-// side-by-side harness with the full path and the peers builds on them.
 package bench
 
 import (
 	"context"
-	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
 
-const chunk = 32 << 10
+// The Benchmark functions measure the same paths as TestReport, one figure
+// at a time, for benchstat; `make bench-smoke` runs each once.
 
-// upstreams: "sink" reads everything; "source" writes until the peer closes.
-func upstream(b *testing.B, serve func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+var shared struct {
+	once sync.Once
+	p    *pki
+	u    *upstreams
+	err  error
+}
+
+func setup(b *testing.B) (*pki, *upstreams) {
+	shared.once.Do(func() {
+		shared.p, shared.err = newPKI()
+		if shared.err == nil {
+			shared.u, shared.err = startUpstreams(shared.p.cert)
+		}
+	})
+	if shared.err != nil {
+		b.Fatal(shared.err)
+	}
+	return shared.p, shared.u
+}
+
+type streamCase struct {
+	name string
+	mk   func(u *upstreams, p *pki) (*streamPath, error)
+}
+
+func streamCases() []streamCase {
+	return []streamCase{
+		{"direct-tcp", func(u *upstreams, _ *pki) (*streamPath, error) { return directTCP(u), nil }},
+		{"direct-tls", func(u *upstreams, p *pki) (*streamPath, error) { return directTLS(u, p), nil }},
+		{"tunnel", func(u *upstreams, p *pki) (*streamPath, error) {
+			return tunnelAlone("tunnel", "", u, p, agentDial, nil)
+		}},
+		{"tunnel-batched", func(u *upstreams, p *pki) (*streamPath, error) {
+			return tunnelAlone("tunnel-batched", "", u, p, agentBatched, nil)
+		}},
+		{"tunnel-gorilla", func(u *upstreams, p *pki) (*streamPath, error) {
+			return tunnelAlone("tunnel-gorilla", "", u, p, agentGorilla, nil)
+		}},
+		{"remotedialer", remotedialerAlone},
+	}
+}
+
+// benchStream moves 32 KiB per op over one open stream: "up" to the sink,
+// "down" from the source.
+func benchStream(b *testing.B, sp *streamPath, dir string) {
+	c, err := sp.open(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	b.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { defer c.Close(); serve(c) })
-		}
-	})
-	return ln.Addr().String()
-}
-
-func sink(c net.Conn) { io.Copy(io.Discard, c) }
-
-func source(c net.Conn) {
+	defer c.Close()
+	op := map[string]byte{"up": opSink, "down": opSource}[dir]
+	var hdr [9]byte
+	hdr[0] = op
+	binary.BigEndian.PutUint64(hdr[1:], 1<<50)
+	if _, err := c.Write(hdr[:]); err != nil {
+		b.Fatal(err)
+	}
 	buf := make([]byte, chunk)
-	for {
-		if _, err := c.Write(buf); err != nil {
-			return
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if op == opSink {
+			_, err = c.Write(buf)
+		} else {
+			_, err = io.ReadFull(c, buf)
 		}
-	}
-}
-
-// tunnelPair runs a relay-side pool and an agent client over TLS loopback.
-func tunnelPair(b *testing.B, cfg *tunnel.Config, targets map[string]string) *tunnel.Pool {
-	pool := &tunnel.Pool{}
-	var handlers sync.WaitGroup
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := tunnel.Accept(w, r, cfg)
 		if err != nil {
-			return
-		}
-		handlers.Add(1)
-		defer handlers.Done()
-		pool.Add(s)
-		<-s.Done()
-	}))
-	srv.EnableHTTP2 = false
-	srv.StartTLS()
-	t := tunnel.Targets{}
-	for name, addr := range targets {
-		t[name] = func(ctx context.Context) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
+			b.Fatal(err)
 		}
 	}
-	c, err := tunnel.NewClient(tunnel.ClientOptions{
-		URL:     "wss" + strings.TrimPrefix(srv.URL, "https"),
-		Tunnels: 1,
-		Targets: t,
-		Dial:    tunnel.DialOptions{TLSConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, Config: cfg},
-		// The "source" upstream never stops; do not wait for it on cleanup.
-		DrainTimeout: 10 * time.Millisecond,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done; pool.Close(); handlers.Wait(); srv.Close() })
-	for pool.Len() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	return pool
+	b.StopTimer()
 }
 
-// BenchmarkTunnelStream moves bytes over one stream, relay→agent ("up":
-// request bodies) and agent→relay ("down": responses), per stream window.
-func BenchmarkTunnelStream(b *testing.B) {
-	for _, window := range []uint32{256 << 10, 1 << 20, 4 << 20, 16 << 20} {
+// BenchmarkStream: one stream's throughput per contender and direction.
+func BenchmarkStream(b *testing.B) {
+	for _, sc := range streamCases() {
 		for _, dir := range []string{"up", "down"} {
-			b.Run(fmt.Sprintf("window=%dKiB/%s", window>>10, dir), func(b *testing.B) {
-				pool := tunnelPair(b, &tunnel.Config{StreamWindow: window}, map[string]string{
-					"sink": upstream(b, sink), "source": upstream(b, source),
-				})
-				target := map[string]string{"up": "sink", "down": "source"}[dir]
-				c, err := pool.Open(context.Background(), target)
+			b.Run(sc.name+"/"+dir, func(b *testing.B) {
+				p, u := setup(b)
+				sp, err := sc.mk(u, p)
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer c.Close()
-				buf := make([]byte, chunk)
-				b.SetBytes(chunk)
+				defer sp.close()
+				benchStream(b, sp, dir)
+			})
+		}
+	}
+}
+
+// BenchmarkStreamRTT: a 1-byte echo on an open stream.
+func BenchmarkStreamRTT(b *testing.B) {
+	for _, sc := range streamCases() {
+		b.Run(sc.name, func(b *testing.B) {
+			p, u := setup(b)
+			sp, err := sc.mk(u, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sp.close()
+			c, err := sp.open(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			one := []byte{opEcho}
+			if _, err := c.Write(one); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkStreamOpen: open a stream, echo a byte, close.
+func BenchmarkStreamOpen(b *testing.B) {
+	for _, sc := range streamCases() {
+		b.Run(sc.name, func(b *testing.B) {
+			p, u := setup(b)
+			sp, err := sc.mk(u, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sp.close()
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := sp.open(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				msg := []byte{opEcho, 1}
+				if _, err := c.Write(msg); err == nil {
+					_, err = io.ReadFull(c, msg[:1])
+				}
+				c.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+type httpCase struct {
+	name string
+	mk   func(u *upstreams, p *pki) (*httpPath, error)
+}
+
+func httpCases() []httpCase {
+	return []httpCase{
+		{"direct-https", func(u *upstreams, p *pki) (*httpPath, error) { return directHTTPS(u, p), nil }},
+		{"full", func(u *upstreams, p *pki) (*httpPath, error) {
+			return fullPath("full", "", u, p, agentDial, nil)
+		}},
+		{"full-batched", func(u *upstreams, p *pki) (*httpPath, error) {
+			return fullPath("full-batched", "", u, p, agentBatched, tunedConfig)
+		}},
+		{"remotedialer", remotedialerFull},
+	}
+}
+
+// BenchmarkHTTP: whole GETs through each HTTP-level path.
+func BenchmarkHTTP(b *testing.B) {
+	for _, hc := range httpCases() {
+		for _, get := range []struct{ name, path string }{{"1B", "/bytes?n=1"}, {"1KiB", "/bytes?n=1024"}, {"list-1MiB", "/list"}, {"32MiB", "/bytes?n=33554432"}} {
+			b.Run(hc.name+"/"+get.name, func(b *testing.B) {
+				p, u := setup(b)
+				hp, err := hc.mk(u, p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer hp.close()
+				ctx := context.Background()
+				if _, err := httpLatency(ctx, hp, get.path, 1); err != nil { // warm the connection
+					b.Fatal(err)
+				}
 				b.ReportAllocs()
 				b.ResetTimer()
 				for range b.N {
-					if dir == "up" {
-						_, err = c.Write(buf)
-					} else {
-						_, err = io.ReadFull(c, buf)
-					}
-					if err != nil {
+					if _, err := httpLatency(ctx, hp, get.path, 1); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -130,37 +214,32 @@ func BenchmarkTunnelStream(b *testing.B) {
 	}
 }
 
+// BenchmarkTunnelStream moves bytes over one stream of the tunnel library as
+// shipped (tunnel.Dial's agent), relay→agent ("up": request bodies) and
+// agent→relay ("down": responses), per stream window.
+func BenchmarkTunnelStream(b *testing.B) {
+	for _, window := range []uint32{256 << 10, 1 << 20, 4 << 20, 16 << 20} {
+		for _, dir := range []string{"up", "down"} {
+			b.Run(fmt.Sprintf("window=%dKiB/%s", window>>10, dir), func(b *testing.B) {
+				p, u := setup(b)
+				sp, err := tunnelAlone("tunnel", "", u, p, agentDial, &tunnel.Config{StreamWindow: window})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sp.close()
+				benchStream(b, sp, dir)
+			})
+		}
+	}
+}
+
 // BenchmarkDirectTLS is the limit the tunnel is measured against: one TLS
 // 1.3 connection on loopback, same chunk size.
 func BenchmarkDirectTLS(b *testing.B) {
-	srv := httptest.NewUnstartedServer(nil)
-	srv.StartTLS()
-	srv.Close() // only its certificate is wanted
-	cert := srv.TLS.Certificates[0]
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			sink(c)
-			c.Close()
-		}
-	}()
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, chunk)
-	b.SetBytes(chunk)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
+	for _, dir := range []string{"up", "down"} {
+		b.Run(dir, func(b *testing.B) {
+			p, u := setup(b)
+			benchStream(b, directTLS(u, p), dir)
+		})
 	}
 }

@@ -153,9 +153,9 @@ YAML
 	entra_user="$(kubectl config --kubeconfig "$state/kubeconfig-entra" view -o jsonpath='{.contexts[0].context.user}')"
 	kubectl config --kubeconfig "$state/kubeconfig-entra" set-credentials "$entra_user" --token= \
 		--exec-api-version client.authentication.k8s.io/v1 --exec-command "$bin/connectctl" \
-		--exec-arg get-token --exec-arg --issuer-url --exec-arg "$ISSUER_URL/$TENANT/v2.0" \
-		--exec-arg --client-id --exec-arg connectctl-demo --exec-arg --scope --exec-arg "$aad_audience/.default" \
-		--exec-arg --issuer-ca-file --exec-arg "$ISSUER_CA" --exec-arg --cache-dir --exec-arg "$state/aad/token-cache" \
+		--exec-arg=get-token --exec-arg=--issuer-url --exec-arg="$ISSUER_URL/$TENANT/v2.0" \
+		--exec-arg=--client-id --exec-arg=connectctl-demo --exec-arg=--scope --exec-arg="$aad_audience/.default" \
+		--exec-arg=--issuer-ca-file --exec-arg="$ISSUER_CA" --exec-arg=--cache-dir --exec-arg="$state/aad/token-cache" \
 		--exec-interactive-mode Never >/dev/null
 	"$bin/connectctl" list
 	cat <<MSG

@@ -155,9 +155,12 @@ func New(cfg Config) (*Server, error) {
 		ReadBufferSize:     64 << 10,
 	}
 	s.proxy = &httputil.ReverseProxy{
-		Rewrite:        s.rewrite,
-		Transport:      s.tr,
-		FlushInterval:  -1, // watches and logs -f: every chunk goes out as it comes
+		Rewrite:   s.rewrite,
+		Transport: s.tr,
+		// Streaming responses (watch, logs -f: no Content-Length) are
+		// flushed on every write by ReverseProxy itself; sized responses
+		// go out in full buffers rather than one TLS record per write.
+		FlushInterval:  0,
 		ErrorHandler:   s.proxyError,
 		ModifyResponse: func(r *http.Response) error { s.reqs.WithLabelValues(fmt.Sprint(r.StatusCode)).Inc(); return nil },
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),

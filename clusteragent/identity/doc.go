@@ -10,14 +10,8 @@
 // key each time, updates the Secret and hands the new certificate to new
 // connections through [Identity.TLSConfig].
 //
-// The wire format with the relay:
-//
-//	POST {relay}/agent/v1/enroll   (no client certificate)
-//	  {"cluster":"<name>","token":"<registration token>","csr":"<PEM CERTIFICATE REQUEST>"}
-//	POST {relay}/agent/v1/renew    (mTLS with the current certificate)
-//	  {"csr":"<PEM CERTIFICATE REQUEST>"}
-//	200: {"certificate":"<PEM leaf [+ intermediates]>","caBundle":"<PEM>","notAfter":"<RFC3339>"}
-//	otherwise: a Kubernetes Status whose message is shown as it is ([RelayError]).
+// The wire format with the relay is in package wire; relay refusals are
+// *RelayError with the relay's message as it is.
 //
 // docs/identity.md describes the lifecycle for operators.
 package identity

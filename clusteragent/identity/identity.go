@@ -2,8 +2,10 @@ package identity
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/clusterconnect/clusterconnect/clusteragent/identity/wire"
 )
 
 // DefaultSecretName is the Secret that holds the identity when
@@ -35,9 +39,10 @@ type Config struct {
 	// Cluster is this cluster's registered name.
 	Cluster string
 	// RegistrationTokenFile holds the one-time token from `connectctl
-	// clusters create` or `connectctl clusters token`. It is read only when
-	// the agent must enrol: on first start, or when the stored identity is
-	// expired or unusable. Empty means there is no token.
+	// clusters create` or `connectctl clusters token`. It is used when the
+	// agent must enrol (first start, stored identity expired or unusable) and
+	// when it holds another token than the stored identity was enrolled with
+	// (re-registration). Empty means there is no token.
 	RegistrationTokenFile string
 	// RelayCAFile is a CA bundle to trust for the relay, besides the system
 	// roots and the bundle the relay hands out at enrolment. Empty: none.
@@ -96,6 +101,7 @@ type Identity struct {
 
 	mu         sync.Mutex
 	lastSecret *corev1.Secret // the managed Secret as last read or written
+	tokenHash  string         // of the token the identity was enrolled with
 }
 
 // state is one certificate with what goes with it. Only stored changes.
@@ -133,7 +139,7 @@ func New(cfg Config) (*Identity, error) {
 		b, err := os.ReadFile(cfg.RelayCAFile)
 		if err == nil {
 			var certs []*x509.Certificate
-			if certs, err = parseCertsPEM(b); err == nil && len(certs) == 0 {
+			if certs, err = wire.ParseCertificates(b); err == nil && len(certs) == 0 {
 				err = errors.New("no certificate in it")
 			}
 		}
@@ -174,11 +180,16 @@ func New(cfg Config) (*Identity, error) {
 
 // Ensure gives the Identity a certificate: the one in the Secret if it is
 // this cluster's and unexpired, else a new one enrolled with the
-// registration token and stored in the Secret. An expired certificate with
-// no token is an *ExpiredError; no token when one is needed wraps
-// ErrNoRegistrationToken; the relay refusing is a *RelayError. If the relay
-// issued a certificate but the Secret could not be written, Ensure logs it
-// and succeeds: the token is spent, and Run stores the certificate later.
+// registration token and stored in the Secret. A restart with the same
+// token file does not enrol again; a different token in the file than the
+// one the Secret was enrolled with re-registers (and if the relay refuses
+// it, the stored certificate stays in use).
+//
+// An expired certificate with no token is an *ExpiredError; no token when
+// one is needed wraps ErrNoRegistrationToken; the relay refusing is a
+// *RelayError. If the relay issued a certificate but the Secret could not be
+// written, Ensure logs it and succeeds: the token is spent, and Run stores
+// the certificate later.
 func (id *Identity) Ensure(ctx context.Context) error {
 	s, err := id.getSecret(ctx)
 	if err != nil {
@@ -206,6 +217,10 @@ func (id *Identity) Ensure(ctx context.Context) error {
 		default:
 			st := id.newState(cert, ca)
 			st.stored.Store(true)
+			id.setTokenHash(s.Annotations[TokenHashAnnotation])
+			if id.reregister(ctx, s.Annotations[TokenHashAnnotation], ca) {
+				return nil
+			}
 			id.cur.Store(st)
 			id.log.Info("loaded the cluster identity", "notAfter", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 			return nil
@@ -229,6 +244,43 @@ func (id *Identity) Ensure(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// reregister enrols again if the token file holds a token other than the
+// one the stored identity was enrolled with (recorded as its hash): that is
+// an operator re-registering the cluster, e.g. after it was deleted and
+// created again. It reports whether it did; if the relay refuses, the stored
+// identity stays in use and the refusal is logged.
+func (id *Identity) reregister(ctx context.Context, recorded string, ca []byte) bool {
+	token, err := id.readToken()
+	if err != nil || recorded == "" || tokenHash(token) == recorded {
+		return false
+	}
+	id.log.Info("a new registration token is in place: re-registering", "file", id.cfg.RegistrationTokenFile)
+	if err := id.enrol(ctx, token, ca); err != nil {
+		id.log.Warn("re-registration with the new token failed; keeping the stored certificate", "err", err)
+		return false
+	}
+	return true
+}
+
+// tokenHash identifies a registration token in the Secret without keeping
+// it (it is spent by then anyway).
+func tokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+func (id *Identity) setTokenHash(h string) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	id.tokenHash = h
+}
+
+func (id *Identity) getTokenHash() string {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.tokenHash
 }
 
 // readToken reads the registration token; any failure wraps
@@ -267,15 +319,16 @@ func (id *Identity) enrol(ctx context.Context, token string, oldCA []byte) error
 		return fmt.Errorf("identity: %w", err)
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: id.roots(oldCA)}
-	is, err := id.call(ctx, tlsCfg, enrollPath, enrollRequest{Cluster: id.cfg.Cluster, Token: token, CSR: csr})
+	is, err := id.call(ctx, tlsCfg, wire.EnrollPath, wire.EnrollRequest{Cluster: id.cfg.Cluster, Token: token, CSR: csr})
 	if err != nil {
 		return fmt.Errorf("identity: enrol cluster %s with relay %s: %w", id.cfg.Cluster, id.base, err)
 	}
-	cert, err := is.certificate(key, id.now())
+	cert, err := certificate(is, key, id.now())
 	if err != nil {
 		return fmt.Errorf("identity: enrol cluster %s: %w", id.cfg.Cluster, err)
 	}
-	st := id.newState(cert, is.caPEM)
+	st := id.newState(cert, wire.EncodeCertificates(is.CABundle...))
+	id.setTokenHash(tokenHash(token))
 	serr := id.store(ctx, st)
 	// The token is spent: use the certificate even if it is not stored yet;
 	// Run keeps trying to store it.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/clusteragent/identity/wire"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
 
@@ -24,7 +25,7 @@ var errWaitingForToken = errors.New("waiting for a registration token")
 // (1 s doubling to 1 min, never past the expiry) and logged once per change
 // of error. If the certificate expires anyway, Run logs the *ExpiredError
 // once and then re-registers as soon as the registration token file holds a
-// token.
+// new token.
 func (id *Identity) Run(ctx context.Context) {
 	if id.cur.Load() == nil {
 		id.log.Error("identity: Run needs a certificate: call Ensure first")
@@ -66,8 +67,10 @@ func (id *Identity) Run(ctx context.Context) {
 				id.log.Error((&ExpiredError{Cluster: id.cfg.Cluster, NotAfter: st.notAfter(), TokenFile: id.cfg.RegistrationTokenFile}).Error())
 				expiryLogged = st
 			}
+			// The token the identity was enrolled with is spent: wait for
+			// another.
 			var token string
-			if token, err = id.readToken(); err != nil {
+			if token, err = id.readToken(); err != nil || tokenHash(token) == id.getTokenHash() {
 				err = errWaitingForToken
 			} else {
 				err = id.enrol(ctx, token, st.caPEM)
@@ -116,15 +119,15 @@ func (id *Identity) renew(ctx context.Context, st *state) error {
 			return st.cert, nil
 		},
 	}
-	is, err := id.call(ctx, tlsCfg, renewPath, renewRequest{CSR: csr})
+	is, err := id.call(ctx, tlsCfg, wire.RenewPath, wire.RenewRequest{CSR: csr})
 	if err != nil {
 		return fmt.Errorf("identity: renew the certificate of cluster %s with relay %s: %w", id.cfg.Cluster, id.base, err)
 	}
-	cert, err := is.certificate(key, id.now())
+	cert, err := certificate(is, key, id.now())
 	if err != nil {
 		return fmt.Errorf("identity: renew the certificate of cluster %s: %w", id.cfg.Cluster, err)
 	}
-	next := id.newState(cert, is.caPEM)
+	next := id.newState(cert, wire.EncodeCertificates(is.CABundle...))
 	serr := id.store(ctx, next)
 	id.swap(next)
 	id.log.Info("renewed the certificate", "notAfter", next.notAfter().UTC().Format(time.RFC3339))

@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterconnect/clusterconnect/clusteragent/identity/wire"
 )
 
 // What marks the Secret as this package's, and whose identity it holds.
@@ -23,6 +25,10 @@ const (
 	// NotAfterAnnotation repeats the certificate's expiry (RFC 3339) for
 	// kubectl users; it is informative only.
 	NotAfterAnnotation = "clusterconnect.io/not-after"
+	// TokenHashAnnotation is the SHA-256 (hex) of the registration token the
+	// identity was enrolled with: a different token in the token file means
+	// the operator re-registers the cluster.
+	TokenHashAnnotation = "clusterconnect.io/registration-token-sha256"
 )
 
 // Keys of the Secret's data (those of a kubernetes.io/tls Secret).
@@ -57,7 +63,7 @@ func parseSecret(s *corev1.Secret, cluster string) (*tls.Certificate, []byte, er
 	}
 	ca := s.Data[keyCA]
 	if len(ca) > 0 {
-		if _, err := parseCertsPEM(ca); err != nil {
+		if _, err := wire.ParseCertificates(ca); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", keyCA, err)
 		}
 	}
@@ -162,6 +168,9 @@ func (id *Identity) newSecret(base *corev1.Secret, data map[string][]byte, st *s
 	}
 	s.Annotations[ClusterAnnotation] = id.cfg.Cluster
 	s.Annotations[NotAfterAnnotation] = st.notAfter().UTC().Format(time.RFC3339)
+	if h := id.getTokenHash(); h != "" {
+		s.Annotations[TokenHashAnnotation] = h
+	}
 	s.Data = data
 	return s
 }

@@ -69,7 +69,10 @@ func Dial(ctx context.Context, relayURL string, opts *DialOptions) (*Session, er
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout+cfg.KeepAliveTimeout)
 	defer cancel()
 	ws, resp, err := websocket.Dial(dctx, relayURL, &websocket.DialOptions{
-		HTTPClient:   &http.Client{Transport: tr},
+		// Coalesce the client's masked writes: coder/websocket flushes every
+		// 4 KiB, which made agent→relay throughput syscall-bound
+		// (docs/performance.md).
+		HTTPClient:   &http.Client{Transport: BatchWebSocketWrites(tr)},
 		HTTPHeader:   opts.Header,
 		Subprotocols: []string{Subprotocol},
 	})

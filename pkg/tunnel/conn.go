@@ -3,6 +3,7 @@ package tunnel
 import (
 	"encoding/binary"
 	"net"
+	"sync"
 )
 
 // yamux frame header layout (yamux spec.md): version(1) type(1) flags(2)
@@ -18,33 +19,60 @@ const (
 // flush each). wsConn holds a data frame's header back and sends it with its
 // body as one message. It also counts bytes for the metrics.
 //
+// The buffer that joins header and body comes from a pool and goes back after
+// each message, so an idle tunnel holds none (it was 64 KiB per tunnel, on
+// each side, when every wsConn kept its own).
+//
 // yamux writes from a single goroutine (its send loop), so Write needs no lock.
 type wsConn struct {
 	net.Conn
-	m       *Metrics
-	pending []byte // a held-back data header followed by room for its body
-	held    bool
+	m    *Metrics
+	hdr  [yamuxHeaderSize]byte // a held-back data header
+	held bool
+
+	// onClose runs once when yamux closes the connection, which it does on
+	// every way a session ends; it replaces a goroutine per session waiting
+	// for the end.
+	onClose   func()
+	closeOnce sync.Once
 }
 
+func (c *wsConn) Close() error {
+	err := c.Conn.Close()
+	if c.onClose != nil {
+		c.closeOnce.Do(c.onClose)
+	}
+	return err
+}
+
+// maxPooledFrame is the largest joined message whose buffer is pooled; yamux
+// sends at most a window's worth in one frame, and a rare huge one should not
+// stay pinned in the pool.
+const maxPooledFrame = 1 << 20
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+yamuxHeaderSize); return &b }}
+
 func newWSConn(c net.Conn, m *Metrics) *wsConn {
-	return &wsConn{Conn: c, m: m, pending: make([]byte, 0, 64<<10)}
+	return &wsConn{Conn: c, m: m}
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
 	if !c.held && len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
-		c.pending = append(c.pending[:0], p...)
+		copy(c.hdr[:], p)
 		c.held = true
 		return len(p), nil
 	}
 	if c.held {
 		c.held = false
-		c.pending = append(c.pending, p...)
-		n, err := c.Conn.Write(c.pending)
+		bp := framePool.Get().(*[]byte)
+		msg := append(append((*bp)[:0], c.hdr[:]...), p...)
+		n, err := c.Conn.Write(msg)
+		if cap(msg) <= maxPooledFrame {
+			*bp = msg[:0]
+			framePool.Put(bp)
+		}
 		if c.m != nil {
 			c.m.BytesTx.Add(float64(n))
-		}
-		if cap(c.pending) > 1<<20 {
-			c.pending = make([]byte, 0, 64<<10) // do not pin a rare huge frame
 		}
 		if err != nil {
 			return 0, err

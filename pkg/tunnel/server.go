@@ -53,10 +53,7 @@ func (p *Pool) Add(s *Session) {
 	p.mu.Lock()
 	p.sessions = append(p.sessions, s)
 	p.mu.Unlock()
-	go func() {
-		<-s.Done()
-		p.remove(s)
-	}()
+	s.OnClose(func() { p.remove(s) })
 }
 
 func (p *Pool) remove(s *Session) {

@@ -33,10 +33,20 @@ type Session struct {
 	draining  atomic.Bool
 	closeOnce sync.Once
 	cancel    context.CancelFunc // ends the WebSocket net.Conn's context
+
+	hookMu   sync.Mutex
+	finished bool
+	hooks    []func()
 }
 
 func newSession(ws net.Conn, cancel context.CancelFunc, cfg Config, client bool) (*Session, error) {
 	conn := newWSConn(ws, cfg.Metrics)
+	s := &Session{cfg: cfg, log: cfg.Logger, cancel: cancel}
+	if m := cfg.Metrics; m != nil {
+		m.Tunnels.Inc()
+	}
+	// Set before yamux starts its loops, which may close the conn at once.
+	conn.onClose = s.finish
 	var (
 		mux *yamux.Session
 		err error
@@ -49,18 +59,10 @@ func newSession(ws net.Conn, cancel context.CancelFunc, cfg Config, client bool)
 		mux, err = yamux.Server(conn, cfg.yamux())
 	}
 	if err != nil {
-		cancel()
-		ws.Close()
+		conn.Close() // runs finish
 		return nil, fmt.Errorf("tunnel: start session: %w", err)
 	}
-	s := &Session{mux: mux, cfg: cfg, log: cfg.Logger, cancel: cancel}
-	if m := cfg.Metrics; m != nil {
-		m.Tunnels.Inc()
-	}
-	go func() {
-		<-mux.CloseChan()
-		s.finish()
-	}()
+	s.mux = mux
 	return s, nil
 }
 
@@ -70,7 +72,27 @@ func (s *Session) finish() {
 		if m := s.cfg.Metrics; m != nil {
 			m.Tunnels.Dec()
 		}
+		s.hookMu.Lock()
+		hooks := s.hooks
+		s.hooks, s.finished = nil, true
+		s.hookMu.Unlock()
+		for _, f := range hooks {
+			f()
+		}
 	})
+}
+
+// OnClose runs f once the session has ended (at once if it has already). f
+// must not block: it runs on the path that closes the connection.
+func (s *Session) OnClose(f func()) {
+	s.hookMu.Lock()
+	if !s.finished {
+		s.hooks = append(s.hooks, f)
+		s.hookMu.Unlock()
+		return
+	}
+	s.hookMu.Unlock()
+	f()
 }
 
 // Done is closed when the session has ended.
