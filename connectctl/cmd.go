@@ -90,7 +90,7 @@ Settings come from the config file (written by login), overridden by the environ
 	root.AddCommand(loginCmd(g), connectCmd(g, "connect"), listCmd(g), showCmd(g), deleteCmd(g), updateCmd(g), tokenCmd(g), kubeconfigCmd(g))
 	clusters := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Cluster verbs grouped: create, token, list, show, update, delete"}
 	clusters.AddCommand(connectCmd(g, "create"), tokenCmd(g), listCmd(g), showCmd(g), updateCmd(g), deleteCmd(g))
-	root.AddCommand(clusters)
+	root.AddCommand(clusters, roleCmd(g))
 	root.AddCommand(getTokenCmd()) // kubectl exec credential plugin for kube-aad-proxy (tokenexec.go)
 	return root
 }

@@ -1,0 +1,66 @@
+// Command guard is the Kubernetes API server's authentication and
+// authorization webhook for Entra users, deciding with the relay's role
+// assignments; see guard.Options for the flags and docs/guard.md.
+//
+//	guard [flags]          serve the webhooks
+//	guard config [flags]   write the apiserver's webhook kubeconfigs and
+//	                       AuthorizationConfiguration (apiserverconfig.Options)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/clusterconnect/clusterconnect/guard"
+	"github.com/clusterconnect/clusterconnect/guard/apiserverconfig"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "config" {
+		os.Exit(config(os.Args[2:]))
+	}
+	o := guard.NewOptions()
+	fs := flag.NewFlagSet("guard", flag.ExitOnError)
+	o.Flags(fs)
+	fs.Parse(os.Args[1:])
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "guard: %v\n", err)
+		os.Exit(2)
+	}
+	log := o.Log.New(os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := guard.Run(ctx, o, log, nil); err != nil {
+		log.Error("guard failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func config(args []string) int {
+	o := apiserverconfig.NewOptions()
+	fs := flag.NewFlagSet("guard config", flag.ExitOnError)
+	o.Flags(fs)
+	fs.Parse(args)
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "guard config: %v\n", err)
+		return 2
+	}
+	f, err := o.Write()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "guard config: %v\n", err)
+		return 1
+	}
+	for _, p := range []string{f.AuthnKubeconfig, f.AuthzKubeconfig, f.AuthorizationConfig} {
+		if p != "" {
+			fmt.Println("wrote", p)
+		}
+	}
+	fmt.Println("kube-apiserver flags (and no --authorization-mode):")
+	fmt.Println("  " + strings.Join(f.APIServerFlags, " \\\n  "))
+	return 0
+}

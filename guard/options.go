@@ -1,0 +1,245 @@
+package guard
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/guard/authz"
+	"github.com/clusterconnect/clusterconnect/guard/cache"
+	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
+	"github.com/clusterconnect/clusterconnect/pkg/logging"
+)
+
+// DefaultAllowedPaths are the discovery and health paths every Entra user
+// may read without a role assignment (RBAC's system:discovery and
+// system:public-info-viewer allow them too; this keeps them working when
+// those bindings are changed).
+var DefaultAllowedPaths = []string{"/api", "/api/*", "/apis", "/apis/*", "/version", "/healthz", "/livez", "/readyz", "/openapi/*"}
+
+// Options are the guard command's settings. Start from NewOptions.
+type Options struct {
+	// Listen is the HTTPS address of the webhooks.
+	Listen string
+	// HealthListen serves /healthz, /readyz and /metrics over plain HTTP;
+	// empty disables it.
+	HealthListen string
+	// TLSCertFile and TLSKeyFile are the serving certificate and key
+	// (reloaded when they change); the apiserver verifies them by the CA
+	// in the webhook kubeconfig.
+	TLSCertFile, TLSKeyFile string
+	// WebhookClientCAFile, when set, makes guard require client
+	// certificates signed by it (the apiserver's, from the webhook
+	// kubeconfigs).
+	WebhookClientCAFile string
+
+	// IssuerURL, V1IssuerURL, IssuerCAFile, Tenants, Audiences,
+	// Algorithms, ClockSkew, JWKSMinRefresh, UsernameClaims,
+	// UsernamePrefix and GroupsPrefix configure token verification as in
+	// kube-aad-proxy (see token.Config). Tenants and Audiences are
+	// required unless DisableAuthn is set.
+	IssuerURL, V1IssuerURL         string
+	IssuerCAFile                   string
+	Tenants, Audiences, Algorithms []string
+	ClockSkew, JWKSMinRefresh      time.Duration
+	UsernameClaims                 []string
+	UsernamePrefix, GroupsPrefix   string
+	// DisableAuthn turns the TokenReview webhook off (authorization only,
+	// e.g. behind kube-aad-proxy).
+	DisableAuthn bool
+
+	// RelayURL is the relay's base URL. Required.
+	RelayURL string
+	// ClientCertFile and ClientKeyFile are the cluster certificate (the
+	// identity Secret's tls.crt and tls.key), reloaded when they change.
+	ClientCertFile, ClientKeyFile string
+	// RelayCAFile is trusted for the relay besides the system roots (the
+	// identity Secret's ca.crt).
+	RelayCAFile string
+	// RelayTimeout bounds one checkAccess call.
+	RelayTimeout time.Duration
+	// RelayFailureMode answers when the relay cannot: deny or no-opinion.
+	RelayFailureMode string
+	// RelayBackoff: see AuthorizerConfig.RelayBackoff.
+	RelayBackoff time.Duration
+
+	// AllowedTTL and DeniedTTL are how long decisions are cached; CacheSize
+	// bounds the entries.
+	AllowedTTL, DeniedTTL time.Duration
+	CacheSize             int
+	// SkipUsers and SkipGroups get no opinion without a check.
+	SkipUsers, SkipGroups []string
+	// AllowedPaths: non-resource paths every Entra user may get.
+	AllowedPaths []string
+
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout time.Duration
+	Log             logging.Options
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		Listen:           ":8443",
+		HealthListen:     ":8081",
+		IssuerURL:        token.DefaultIssuerURL,
+		V1IssuerURL:      token.DefaultV1IssuerURL,
+		Algorithms:       append([]string(nil), token.DefaultAlgorithms...),
+		ClockSkew:        token.DefaultClockSkew,
+		JWKSMinRefresh:   token.DefaultMinRefreshInterval,
+		UsernameClaims:   append([]string(nil), token.DefaultUsernameClaims...),
+		RelayTimeout:     checkaccess.DefaultTimeout,
+		RelayFailureMode: string(FailureDeny),
+		RelayBackoff:     DefaultRelayBackoff,
+		AllowedTTL:       cache.DefaultAllowedTTL,
+		DeniedTTL:        cache.DefaultDeniedTTL,
+		CacheSize:        cache.DefaultSize,
+		AllowedPaths:     append([]string(nil), DefaultAllowedPaths...),
+		ShutdownTimeout:  15 * time.Second,
+		Log:              logging.Defaults(),
+	}
+}
+
+// listFlag is a repeatable, comma-splitting string list flag whose first
+// use replaces the default (so --x= empties it).
+type listFlag struct {
+	dst *[]string
+	set bool
+}
+
+func (l *listFlag) String() string {
+	if l == nil || l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
+}
+
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		*l.dst, l.set = []string{}, true
+	}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l.dst = append(*l.dst, s)
+		}
+	}
+	return nil
+}
+
+// Flags registers the options on fs.
+func (o *Options) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTPS address of the webhooks (POST /tokenreviews, POST /subjectaccessreviews)")
+	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "plain HTTP address for /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "serving certificate (PEM; reloaded when it changes)")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving key (PEM)")
+	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", o.WebhookClientCAFile, "require client certificates signed by this CA on the webhooks (the apiserver's)")
+
+	fs.StringVar(&o.IssuerURL, "issuer-url", o.IssuerURL, "base URL of v2 issuers (<url>/<tenant>/v2.0) and of discovery")
+	fs.StringVar(&o.V1IssuerURL, "v1-issuer-url", o.V1IssuerURL, "base URL of v1 issuers (<url>/<tenant>/)")
+	fs.StringVar(&o.IssuerCAFile, "issuer-ca-file", o.IssuerCAFile, "CA bundle to trust for the issuer, besides the system roots")
+	fs.Var(&listFlag{dst: &o.Tenants}, "tenant", "accepted tenant ID (repeatable or comma-separated; required with authn)")
+	fs.Var(&listFlag{dst: &o.Audiences}, "audience", "accepted audience: the server app's client ID or App ID URI (repeatable; required with authn)")
+	fs.Var(&listFlag{dst: &o.Algorithms}, "signing-algs", "accepted signature algorithms (none and HMAC are always refused)")
+	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "allowed clock skew on exp and nbf")
+	fs.DurationVar(&o.JWKSMinRefresh, "jwks-min-refresh-interval", o.JWKSMinRefresh, "least time between two JWKS fetches of one issuer")
+	fs.Var(&listFlag{dst: &o.UsernameClaims}, "username-claim", "claims tried in order for the Kubernetes user name")
+	fs.StringVar(&o.UsernamePrefix, "username-prefix", o.UsernamePrefix, "prefix for mapped user names")
+	fs.StringVar(&o.GroupsPrefix, "groups-prefix", o.GroupsPrefix, "prefix for mapped groups (authz strips it before asking the relay, and ignores groups without it)")
+	fs.BoolVar(&o.DisableAuthn, "disable-authn", o.DisableAuthn, "serve only the authorization webhook")
+
+	fs.StringVar(&o.RelayURL, "relay-url", o.RelayURL, "relay base URL, https://host:port (required)")
+	fs.StringVar(&o.ClientCertFile, "client-cert-file", o.ClientCertFile, "cluster certificate for mTLS with the relay: the identity Secret's tls.crt (reloaded when it changes)")
+	fs.StringVar(&o.ClientKeyFile, "client-key-file", o.ClientKeyFile, "its key: the identity Secret's tls.key")
+	fs.StringVar(&o.RelayCAFile, "relay-ca-file", o.RelayCAFile, "CA bundle to trust for the relay besides the system roots (the identity Secret's ca.crt)")
+	fs.DurationVar(&o.RelayTimeout, "relay-timeout", o.RelayTimeout, "timeout of one checkAccess call (keep it under the webhook timeout)")
+	fs.StringVar(&o.RelayFailureMode, "relay-failure-mode", o.RelayFailureMode, "answer when the relay cannot and nothing is cached: deny or no-opinion")
+	fs.DurationVar(&o.RelayBackoff, "relay-failure-backoff", o.RelayBackoff, "after a failed checkAccess, answer cache misses per --relay-failure-mode without calling the relay for this long (negative: never back off)")
+
+	fs.DurationVar(&o.AllowedTTL, "allowed-ttl", o.AllowedTTL, "how long allowed decisions are cached (negative: not cached)")
+	fs.DurationVar(&o.DeniedTTL, "denied-ttl", o.DeniedTTL, "how long denied decisions (and relay 4xx answers) are cached (negative: not cached)")
+	fs.IntVar(&o.CacheSize, "cache-size", o.CacheSize, "most decisions cached (least recently used evicted first)")
+	fs.Var(&listFlag{dst: &o.SkipUsers}, "skip-authz-user", "user names guard has no opinion on, without a check (repeatable or comma-separated)")
+	fs.Var(&listFlag{dst: &o.SkipGroups}, "skip-authz-group", "groups whose members guard has no opinion on, without a check (repeatable or comma-separated)")
+	fs.Var(&listFlag{dst: &o.AllowedPaths}, "allow-nonresource-path", "non-resource paths every Entra user may get without a role assignment; a trailing * matches a prefix (repeatable; --allow-nonresource-path= allows none)")
+
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight reviews may finish on SIGTERM")
+	o.Log.Flags(fs)
+}
+
+func checkAddr(name, v string) error {
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		return fmt.Errorf("%s %q: want host:port: %w", name, v, err)
+	}
+	return nil
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	var errs []error
+	if err := checkAddr("--listen", o.Listen); err != nil {
+		errs = append(errs, err)
+	}
+	if o.HealthListen != "" {
+		if err := checkAddr("--health-listen", o.HealthListen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.TLSCertFile == "" || o.TLSKeyFile == "" {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (the apiserver calls the webhooks over TLS)"))
+	}
+	if !o.DisableAuthn {
+		for name, u := range map[string]string{"--issuer-url": o.IssuerURL, "--v1-issuer-url": o.V1IssuerURL} {
+			if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
+				errs = append(errs, fmt.Errorf("%s %q: want an https:// URL", name, u))
+			}
+		}
+		if len(o.Tenants) == 0 {
+			errs = append(errs, errors.New("--tenant is required: the Entra tenant ID(s) whose tokens are accepted (or --disable-authn)"))
+		}
+		if len(o.Audiences) == 0 {
+			errs = append(errs, errors.New("--audience is required: the server application's client ID and/or App ID URI (or --disable-authn)"))
+		}
+		if o.ClockSkew < 0 || o.ClockSkew > 10*time.Minute {
+			errs = append(errs, fmt.Errorf("--clock-skew %s: want 0 to 10m", o.ClockSkew))
+		}
+		if o.JWKSMinRefresh <= 0 {
+			errs = append(errs, fmt.Errorf("--jwks-min-refresh-interval %s: want more than 0", o.JWKSMinRefresh))
+		}
+		if len(o.UsernameClaims) == 0 {
+			errs = append(errs, errors.New("--username-claim: at least one claim"))
+		}
+	}
+	if pu, err := url.Parse(o.RelayURL); err != nil || pu.Scheme != "https" || pu.Host == "" {
+		errs = append(errs, fmt.Errorf("--relay-url %q: want the relay's https:// URL", o.RelayURL))
+	}
+	if o.ClientCertFile == "" || o.ClientKeyFile == "" {
+		errs = append(errs, errors.New("--client-cert-file and --client-key-file are required: the cluster certificate the relay knows the cluster by (the identity Secret's tls.crt and tls.key)"))
+	}
+	if o.RelayTimeout <= 0 || o.RelayTimeout > 30*time.Second {
+		errs = append(errs, fmt.Errorf("--relay-timeout %s: want more than 0 and at most 30s (the apiserver's webhook timeout is at most 30s)", o.RelayTimeout))
+	}
+	if m := FailureMode(o.RelayFailureMode); m != FailureDeny && m != FailureNoOpinion {
+		errs = append(errs, fmt.Errorf("--relay-failure-mode %q: want deny or no-opinion", o.RelayFailureMode))
+	}
+	if o.AllowedTTL == 0 || o.DeniedTTL == 0 {
+		errs = append(errs, errors.New("--allowed-ttl and --denied-ttl: want a duration (negative: do not cache)"))
+	}
+	if o.CacheSize <= 0 {
+		errs = append(errs, fmt.Errorf("--cache-size %d: want more than 0", o.CacheSize))
+	}
+	if _, err := authz.NewPathMatcher(o.AllowedPaths); err != nil {
+		errs = append(errs, fmt.Errorf("--allow-nonresource-path: %w", err))
+	}
+	if o.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: want 0 or more", o.ShutdownTimeout))
+	}
+	if err := o.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
