@@ -15,6 +15,8 @@ cluster_name=demo
 aad_proxy_port="${DEMO_AAD_PROXY_PORT:-18444}"
 aad_health_port="${DEMO_AAD_HEALTH_PORT:-18445}"
 aad_issuer_port="${DEMO_AAD_ISSUER_PORT:-18446}"
+guard_port="${DEMO_GUARD_PORT:-18447}"
+guard_health_port="${DEMO_GUARD_HEALTH_PORT:-18448}"
 aad_audience="api://clusterconnect-demo"
 
 stop_pid() { # name
@@ -33,6 +35,7 @@ down() {
 	# Agent first, then the relay, then the apiserver (devcluster stops it
 	# before etcd).
 	stop_pid clusteragent
+	stop_pid guard
 	stop_pid relay
 	stop_pid kube-aad-proxy
 	stop_pid devaad
@@ -62,19 +65,12 @@ up() {
 
 	echo "==> building etcd and kube-apiserver if not cached (the first run builds kube-apiserver: about 4 min)"
 	"$root/hack/tools.sh" >/dev/null
-	echo "==> building relay, clusteragent, connectctl, kube-aad-proxy"
+	echo "==> building relay, clusteragent, connectctl, kube-aad-proxy, guard"
 	version="$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
 	(cd "$root" && go build -ldflags "-X github.com/clusterconnect/clusterconnect/pkg/version.Version=$version" \
-		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./cmd/kube-aad-proxy ./hack/devcluster ./hack/devaad)
+		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./cmd/kube-aad-proxy ./cmd/guard ./hack/devcluster ./hack/devaad)
 
-	echo "==> starting etcd and kube-apiserver"
-	start_bg devcluster "$state/devcluster.log" "$bin/devcluster" --dir "$state/cluster"
-	wait_for "kube-apiserver" 120 test -f "$state/cluster/cluster.env"
-	# shellcheck disable=SC1091
-	source "$state/cluster/cluster.env"
-	admin=(kubectl --kubeconfig "$ADMIN_KUBECONFIG")
-
-	echo "==> starting a local Entra ID stand-in (OIDC issuer, device-code login, Graph) and kube-aad-proxy"
+	echo "==> starting a local Entra ID stand-in (OIDC issuer, device-code login, Graph)"
 	mkdir -p "$state/aad"
 	head -c 24 /dev/urandom | base64 >"$state/aad/graph-secret"
 	start_bg devaad "$state/devaad.log" "$bin/devaad" --dir "$state/aad" --listen "127.0.0.1:$aad_issuer_port" \
@@ -82,6 +78,22 @@ up() {
 	wait_for "the local issuer" 30 test -f "$state/aad/aad.env"
 	# shellcheck disable=SC1091
 	source "$state/aad/aad.env"
+	echo "==> guard's webhook configuration for the apiserver (TokenReview; Node, RBAC, then guard)"
+	mkdir -p "$state/guard"
+	mapfile -t guard_flags < <("$bin/guard" config --url "https://127.0.0.1:$guard_port" --ca-file "$GUARD_CA" \
+		--out-dir "$state/guard" --failure-policy NoOpinion --unauthorized-ttl 5s | grep -o -- '--[a-z-]*=[^ ]*')
+	apiserver_args=()
+	for f in "${guard_flags[@]}"; do apiserver_args+=(--apiserver-arg "$f"); done
+
+	echo "==> starting etcd and kube-apiserver"
+	start_bg devcluster "$state/devcluster.log" "$bin/devcluster" --dir "$state/cluster" "${apiserver_args[@]}"
+	wait_for "kube-apiserver" 120 test -f "$state/cluster/cluster.env"
+	# shellcheck disable=SC1091
+	source "$state/cluster/cluster.env"
+	admin=(kubectl --kubeconfig "$ADMIN_KUBECONFIG")
+
+	echo "==> starting kube-aad-proxy"
+
 	# kube-aad-proxy's own identity: a service account that may only impersonate.
 	"${admin[@]}" apply -f - >/dev/null <<'YAML'
 apiVersion: v1
@@ -100,12 +112,6 @@ kind: ClusterRoleBinding
 metadata: {name: kube-aad-proxy-impersonator}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-aad-proxy-impersonator}
 subjects: [{kind: ServiceAccount, name: kube-aad-proxy, namespace: kube-system}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: demo-admins}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: demo-admins}]
 YAML
 	proxy_kc="$state/aad/proxy.kubeconfig"
 	kubectl config --kubeconfig "$proxy_kc" set-cluster demo --server "$APISERVER_URL" --certificate-authority "$APISERVER_CA" --embed-certs >/dev/null
@@ -140,6 +146,21 @@ YAML
 		--upstream "https://127.0.0.1:$aad_proxy_port" --upstream-ca-file "$PROXY_CA" --listen 127.0.0.1:0
 	wait_for "agent heartbeat" 30 sh -c "'$bin/connectctl' show '$cluster_name' -o json | grep -q '\"connectivityStatus\": \"Connected\"'"
 
+	echo "==> starting guard with the cluster's identity (its Secret's tls.crt/tls.key, as a mounted Secret would give)"
+	mkdir -p "$state/guard/identity"
+	for k in tls.crt tls.key ca.crt; do
+		"${admin[@]}" -n clusterconnect get secret clusterconnect-identity -o "jsonpath={.data.${k//./\\.}}" | base64 -d >"$state/guard/identity/$k"
+	done
+	start_bg guard "$state/guard.log" "$bin/guard" --listen "127.0.0.1:$guard_port" --health-listen "127.0.0.1:$guard_health_port" \
+		--tls-cert-file "$GUARD_CERT" --tls-key-file "$GUARD_KEY" \
+		--issuer-url "$ISSUER_URL" --v1-issuer-url "$ISSUER_V1_URL" --issuer-ca-file "$ISSUER_CA" \
+		--tenant "$TENANT" --audience "$aad_audience" --relay-url "$relay_url" \
+		--client-cert-file "$state/guard/identity/tls.crt" --client-key-file "$state/guard/identity/tls.key" \
+		--relay-ca-file "$state/relay/ca.crt" --denied-ttl 5s
+	wait_for "guard" 30 grep -q "guard listening" "$state/guard.log"
+	echo "==> an Azure-RBAC-style assignment: the Entra demo user is Viewer of cluster '$cluster_name'"
+	"$bin/connectctl" role assign --assignee "$USER_OID" --role Viewer --cluster "$cluster_name" >/dev/null
+
 	echo "==> a service-account token for the demo user (cluster-admin)"
 	"${admin[@]}" -n kube-system create serviceaccount demo-admin >/dev/null
 	"${admin[@]}" create clusterrolebinding demo-admin --clusterrole=cluster-admin --serviceaccount=kube-system:demo-admin >/dev/null
@@ -148,7 +169,7 @@ YAML
 	"$bin/connectctl" kubeconfig "$cluster_name" --token "$token" --file "$state/kubeconfig" >/dev/null
 
 	echo "==> an Entra-style kubeconfig: connectctl get-token signs in with the device code (auto-approved"
-	echo "    by the local issuer as dev@contoso.example, group demo-admins); kube-aad-proxy impersonates"
+	echo "    by the local issuer as dev@contoso.example); kube-aad-proxy impersonates, guard authorizes"
 	"$bin/connectctl" kubeconfig "$cluster_name" --file "$state/kubeconfig-entra" >/dev/null
 	entra_user="$(kubectl config --kubeconfig "$state/kubeconfig-entra" view -o jsonpath='{.contexts[0].context.user}')"
 	kubectl config --kubeconfig "$state/kubeconfig-entra" set-credentials "$entra_user" --token= \
@@ -166,9 +187,13 @@ Try:
 
   kubectl --kubeconfig $state/kubeconfig get ns
 
-The same cluster as an Entra user (connectctl get-token as exec plugin; kube-aad-proxy impersonates):
+The same cluster as an Entra user (connectctl get-token as exec plugin; kube-aad-proxy impersonates; guard
+authorizes from the relay's role assignments — the user is Viewer):
 
   kubectl --kubeconfig $state/kubeconfig-entra auth whoami
+  kubectl --kubeconfig $state/kubeconfig-entra get pods -A          # allowed: Viewer reads pods
+  kubectl --kubeconfig $state/kubeconfig-entra get secrets -A       # forbidden: Viewer does not read secrets
+  $bin/connectctl role assign --assignee $USER_OID --role Writer --cluster $cluster_name   # secrets work ~10 s later (caches)
 
 Logs are in $state/*.log; stop everything with: make demo-down
 MSG

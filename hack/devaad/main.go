@@ -38,6 +38,9 @@ func main() {
 	}
 }
 
+// demoOID is the object ID of the user device-code logins sign in as.
+const demoOID = "00000000-0000-0000-0000-00000000d3e0"
+
 func run(dir, addr, tenant, upn, groups, graphClient, secretFile string, log *slog.Logger) error {
 	if secretFile == "" {
 		return fmt.Errorf("--graph-secret-file is required")
@@ -55,7 +58,7 @@ func run(dir, addr, tenant, upn, groups, graphClient, secretFile string, log *sl
 		Addr:          addr,
 		Clients:       map[string]string{graphClient: strings.TrimSpace(string(secret))},
 		DeviceVersion: 1,
-		AutoApprove:   &oidc.User{Tenant: tenant, UPN: upn, OID: "00000000-0000-0000-0000-00000000d3e0", Groups: strings.Split(groups, ",")},
+		AutoApprove:   &oidc.User{Tenant: tenant, UPN: upn, OID: demoOID, Groups: strings.Split(groups, ",")},
 		Logger:        log,
 	})
 	if err != nil {
@@ -70,8 +73,14 @@ func run(dir, addr, tenant, upn, groups, graphClient, secretFile string, log *sl
 	if err != nil {
 		return err
 	}
+	// guard's serving certificate: the apiserver verifies guard by this CA.
+	guardFiles, err := certs.EnsureDev(filepath.Join(dir, "guard-tls"), []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		return err
+	}
 	env := fmt.Sprintf("ISSUER_URL=%s\nISSUER_V1_URL=%s\nISSUER_CA=%s\nGRAPH_URL=%s\nTENANT=%s\nPROXY_CERT=%s\nPROXY_KEY=%s\nPROXY_CA=%s\n",
 		iss.URL, iss.V1Base(), issuerCA, iss.GraphURL(), tenant, tlsFiles.CertFile, tlsFiles.KeyFile, tlsFiles.CAFile)
+	env += fmt.Sprintf("USER_OID=%s\nGUARD_CERT=%s\nGUARD_KEY=%s\nGUARD_CA=%s\n", demoOID, guardFiles.CertFile, guardFiles.KeyFile, guardFiles.CAFile)
 	if err := os.WriteFile(filepath.Join(dir, "aad.env"), []byte(env), 0o600); err != nil {
 		return err
 	}

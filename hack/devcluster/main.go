@@ -22,15 +22,20 @@ import (
 
 func main() {
 	dir := flag.String("dir", ".demo/cluster", "working directory (certificates, etcd data, logs)")
+	var extra []string
+	flag.Func("apiserver-arg", "extra kube-apiserver argument, --name=value (repeatable)", func(v string) error {
+		extra = append(extra, v)
+		return nil
+	})
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*dir, log); err != nil {
+	if err := run(*dir, extra, log); err != nil {
 		log.Error("devcluster failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, log *slog.Logger) error {
+func run(dir string, extra []string, log *slog.Logger) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -38,7 +43,7 @@ func run(dir string, log *slog.Logger) error {
 	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(sctx, &cluster.Options{Dir: dir, Logger: log})
+	c, err := cluster.Start(sctx, &cluster.Options{Dir: dir, Logger: log, ExtraAPIServerArgs: extra})
 	if err != nil {
 		return err
 	}
