@@ -26,7 +26,11 @@ type AgentAuthenticator interface {
 // AuthError is an authentication or authorization failure with the HTTP code
 // to answer and a message that says what to do.
 type AuthError struct {
-	Code    int
+	Code int
+	// Reason is the Status reason, machine-readable: NoCertificate,
+	// UnknownCA, CertificateExpired, CertificateRevoked, ClusterDeleted,
+	// WrongCluster.
+	Reason  string
 	Message string
 }
 
@@ -53,7 +57,7 @@ func (a CertAuthenticator) AuthenticateAgent(_ context.Context, r *http.Request,
 // identity it carries, without looking at the store.
 func (a CertAuthenticator) identify(r *http.Request) (clusterca.Identity, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return clusterca.Identity{}, &AuthError{http.StatusUnauthorized, "no client certificate: an agent authenticates with the certificate it got at enrolment; check the agent's identity Secret"}
+		return clusterca.Identity{}, &AuthError{http.StatusUnauthorized, "NoCertificate", "no client certificate: an agent authenticates with the certificate it got at enrolment; check the agent's identity Secret"}
 	}
 	now := time.Now
 	if a.Now != nil {
@@ -62,9 +66,9 @@ func (a CertAuthenticator) identify(r *http.Request) (clusterca.Identity, error)
 	id, err := a.CA.Verify(r.TLS.PeerCertificates, now())
 	switch {
 	case errors.Is(err, clusterca.ErrExpired):
-		return id, &AuthError{http.StatusUnauthorized, fmt.Sprintf("certificate of cluster %s expired on %s: re-register the cluster (`connectctl clusters token %s`, then give the token to the agent)", id.Cluster, id.NotAfter.UTC().Format(time.RFC3339), id.Cluster)}
+		return id, &AuthError{http.StatusUnauthorized, "CertificateExpired", fmt.Sprintf("certificate of cluster %s expired on %s: re-register the cluster (`connectctl clusters token %s`, then give the token to the agent)", id.Cluster, id.NotAfter.UTC().Format(time.RFC3339), id.Cluster)}
 	case err != nil:
-		return id, &AuthError{http.StatusUnauthorized, fmt.Sprintf("client certificate refused: %v", err)}
+		return id, &AuthError{http.StatusUnauthorized, "UnknownCA", fmt.Sprintf("client certificate refused: %v", err)}
 	}
 	return id, nil
 }
@@ -72,13 +76,13 @@ func (a CertAuthenticator) identify(r *http.Request) (clusterca.Identity, error)
 func checkIdentity(id clusterca.Identity, c *store.Cluster) error {
 	switch {
 	case id.Cluster != c.Name:
-		return &AuthError{http.StatusForbidden, fmt.Sprintf("certificate of cluster %s cannot serve cluster %s", id.Cluster, c.Name)}
+		return &AuthError{http.StatusForbidden, "WrongCluster", fmt.Sprintf("certificate of cluster %s cannot serve cluster %s", id.Cluster, c.Name)}
 	case id.UID != c.UID:
-		return &AuthError{http.StatusUnauthorized, fmt.Sprintf("certificate belongs to an earlier cluster named %s that was deleted: re-register the cluster", c.Name)}
+		return &AuthError{http.StatusUnauthorized, "ClusterDeleted", fmt.Sprintf("certificate belongs to an earlier cluster named %s that was deleted: re-register the cluster", c.Name)}
 	case id.Generation < c.CertGeneration:
-		return &AuthError{http.StatusUnauthorized, fmt.Sprintf("certificate of cluster %s was revoked when the cluster registered again: use the new identity, or re-register", c.Name)}
+		return &AuthError{http.StatusUnauthorized, "CertificateRevoked", fmt.Sprintf("certificate of cluster %s was revoked when the cluster registered again: use the new identity, or re-register", c.Name)}
 	case id.Generation > c.CertGeneration:
-		return &AuthError{http.StatusUnauthorized, fmt.Sprintf("certificate of cluster %s is of an unknown generation: re-register the cluster", c.Name)}
+		return &AuthError{http.StatusUnauthorized, "CertificateRevoked", fmt.Sprintf("certificate of cluster %s is of an unknown generation: re-register the cluster", c.Name)}
 	}
 	return nil
 }

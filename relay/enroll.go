@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/store"
@@ -152,7 +154,7 @@ func (s *Server) agentIdentity(w http.ResponseWriter, r *http.Request) (clusterc
 	}
 	c, err := s.cfg.Store.GetCluster(r.Context(), id.Cluster)
 	if errors.Is(err, store.ErrNotFound) {
-		s.authFailed(w, id.Cluster, &AuthError{http.StatusUnauthorized, fmt.Sprintf("cluster %s was deleted, which revoked its certificates: register it again", id.Cluster)})
+		s.authFailed(w, id.Cluster, &AuthError{http.StatusUnauthorized, "ClusterDeleted", fmt.Sprintf("cluster %s was deleted, which revoked its certificates: register it again", id.Cluster)})
 		return id, nil, false
 	}
 	if err != nil {
@@ -171,7 +173,7 @@ func (s *Server) authFailed(w http.ResponseWriter, cluster string, err error) {
 	s.log.Warn("agent authentication failed", "cluster", cluster, "err", err)
 	var ae *AuthError
 	if errors.As(err, &ae) {
-		apistatus.Error(w, ae.Code, ae.Message)
+		apistatus.Write(w, ae.Code, metav1.StatusReason(ae.Reason), ae.Message)
 		return
 	}
 	apistatus.Error(w, http.StatusUnauthorized, err.Error())

@@ -199,8 +199,8 @@ func TestRenewAndExpiry(t *testing.T) {
 	}
 	// Without a certificate renew is refused.
 	resp, _ = e.ts.Client().Post(e.ts.URL+"/agent/v1/renew", "application/json", strings.NewReader(string(body)))
-	if code, _, _ := status(t, resp); code != 401 {
-		t.Fatalf("renew without a certificate: %d", code)
+	if code, reason, _ := status(t, resp); code != 401 || reason != "NoCertificate" {
+		t.Fatalf("renew without a certificate: %d %s", code, reason)
 	}
 	// After 90 days the certificate is expired: the cluster shows Expired and
 	// the agent is told exactly what to do.
