@@ -1,7 +1,13 @@
 // Package aad runs kube-aad-proxy on the hot path as real processes:
 // kubectl → relay → tunnel → clusterconnect agent → kube-aad-proxy →
-// kube-apiserver (RBAC on), with a local Entra-shaped OIDC issuer
-// (test/oidc) minting the users' tokens and answering Graph calls.
+// kube-apiserver, with a local Entra-shaped OIDC issuer (test/oidc)
+// minting the users' tokens and answering Graph calls. The apiserver
+// authorizes with Node, RBAC and then guard's SubjectAccessReview webhook
+// (the structured --authorization-config `guard config` writes, failure
+// policy NoOpinion); guard asks the relay's checkAccess with the
+// certificate the agent enrolled for. RBAC bindings allow before guard is
+// asked, so the RBAC-only tests are unaffected by it; a user with neither
+// a binding nor a role assignment is still refused with 403.
 //
 // The process helpers are copied from test/e2e (which other work edits
 // concurrently) rather than shared.
@@ -11,6 +17,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +33,7 @@ import (
 
 	"go.uber.org/goleak"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clusterconnect/clusterconnect/relay/certs"
@@ -45,6 +53,11 @@ const (
 	graphApp    = "kube-aad-proxy-graph"
 	graphSecret = "graph-app-secret"
 	cliClientID = "connectctl-cli" // the public client of the device-code login
+
+	// Short cache TTLs, so that a new role assignment is seen quickly:
+	// guard keeps decisions this long, the apiserver a second.
+	guardAllowedTTL = 2 * time.Second
+	guardDeniedTTL  = 2 * time.Second
 )
 
 // shared is the environment every test uses.
@@ -62,6 +75,7 @@ var shared struct {
 	healthURL  string
 	saToken    string // cluster-admin service-account token (pass-through)
 	kubeconfig string // relay-issued, with saToken
+	guard      *guardProc
 }
 
 func TestMain(m *testing.M) {
@@ -94,7 +108,18 @@ func (w withEnv) Run() int {
 	if shared.bin, err = buildBinaries(ctx, dir); err != nil {
 		return fail("build", err)
 	}
-	c, err := cluster.Start(ctx, &cluster.Options{Logger: log})
+	// guard's address and serving certificate come first: the apiserver
+	// is started with the webhook configuration pointing at them.
+	g, err := newGuardProc(filepath.Join(dir, "guard"))
+	if err != nil {
+		return fail("prepare guard", err)
+	}
+	shared.guard = g
+	guardFlags, err := g.apiserverConfig(ctx, filepath.Join(dir, "apiserver"))
+	if err != nil {
+		return fail("guard config", err)
+	}
+	c, err := cluster.Start(ctx, &cluster.Options{Logger: log, ExtraAPIServerArgs: guardFlags})
 	if err != nil {
 		return fail("start cluster", err)
 	}
@@ -150,6 +175,16 @@ func (w withEnv) Run() int {
 	if shared.kubeconfig, err = r.kubeconfig(ctx, clusterName, shared.saToken, "sa"); err != nil {
 		return fail("kubeconfig", err)
 	}
+	// guard talks to the relay as the cluster, with the identity the
+	// agent enrolled for (deferred after the cluster's Stop, it stops
+	// before the apiserver).
+	if err := g.writeIdentity(ctx, a, "agent-"+clusterName); err != nil {
+		return fail("identity Secret", err)
+	}
+	if err := g.start(ctx); err != nil {
+		return fail("start guard", err)
+	}
+	defer g.stop()
 	code := w.m.Run()
 	if code != 0 {
 		keep = true
@@ -165,7 +200,7 @@ func buildBinaries(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "bin")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/relay", "./cmd/clusteragent", "./cmd/connectctl", "./cmd/kube-aad-proxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/relay", "./cmd/clusteragent", "./cmd/connectctl", "./cmd/kube-aad-proxy", "./cmd/guard")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %w\n%s", err, out)
@@ -447,4 +482,129 @@ func (r *relayProc) kubeconfig(ctx context.Context, name, token, tag string) (st
 	path := filepath.Join(r.dataDir, name+"-"+tag+".kubeconfig")
 	_, err := r.connectctl(ctx, "kubeconfig", name, "--token", token, "--file", path)
 	return path, err
+}
+
+// guardProc is the apiserver's guard: its ports and serving certificate
+// are fixed before the apiserver starts, the process after the agent
+// enrolled (its client certificate is the cluster's).
+type guardProc struct {
+	dir            string
+	port, health   int
+	url, healthURL string
+	tls            certs.Files
+	log            string
+	// the cluster identity from the agent's Secret
+	certFile, keyFile, caFile string
+	p                         *proc.Process
+}
+
+func newGuardProc(dir string) (*guardProc, error) {
+	g := &guardProc{dir: dir, log: filepath.Join(dir, "guard.log")}
+	var err error
+	if g.port, err = freePort(); err != nil {
+		return nil, err
+	}
+	if g.health, err = freePort(); err != nil {
+		return nil, err
+	}
+	g.url = "https://127.0.0.1:" + strconv.Itoa(g.port)
+	g.healthURL = "http://127.0.0.1:" + strconv.Itoa(g.health)
+	g.tls, err = certs.EnsureDev(filepath.Join(dir, "tls"), []string{"127.0.0.1", "localhost"})
+	return g, err
+}
+
+// apiserverConfig runs `guard config` (failure policy NoOpinion, short
+// apiserver cache TTLs) and returns the apiserver flags it prints.
+func (g *guardProc) apiserverConfig(ctx context.Context, out string) ([]string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(shared.bin, "guard"), "config",
+		"--url", g.url, "--ca-file", g.tls.CAFile, "--out-dir", out,
+		"--timeout", "5s", "--authorized-ttl", "1s", "--unauthorized-ttl", "1s", "--failure-policy", "NoOpinion")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("guard config: %w\n%s", err, b)
+	}
+	var flags []string
+	for _, f := range strings.Fields(string(b)) {
+		if strings.HasPrefix(f, "--") && strings.Contains(f, "=") {
+			flags = append(flags, f)
+		}
+	}
+	if len(flags) != 3 {
+		return nil, fmt.Errorf("guard config printed %d flags:\n%s", len(flags), b)
+	}
+	return flags, nil
+}
+
+// writeIdentity waits for the agent's identity Secret in ns and writes its
+// tls.crt, tls.key and ca.crt where guard reads them (as a Secret volume
+// would).
+func (g *guardProc) writeIdentity(ctx context.Context, agent *proc.Process, ns string) error {
+	dir := filepath.Join(g.dir, "identity")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	cs, err := shared.cluster.Clientset()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		s, err := cs.CoreV1().Secrets(ns).Get(ctx, "clusterconnect-identity", metav1.GetOptions{})
+		if err == nil && len(s.Data["tls.crt"]) > 0 && len(s.Data["tls.key"]) > 0 && len(s.Data["ca.crt"]) > 0 {
+			g.certFile, g.keyFile, g.caFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+			for path, key := range map[string]string{g.certFile: "tls.crt", g.keyFile: "tls.key", g.caFile: "ca.crt"} {
+				if err := os.WriteFile(path, s.Data[key], 0o600); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		if agent.Exited() {
+			return agent.WithLog(errors.New("the agent exited before writing its identity"))
+		}
+		select {
+		case <-ctx.Done():
+			return agent.WithLog(fmt.Errorf("no identity Secret: %w", ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// start runs guard (authn and authz webhooks; relay failures answered
+// with deny) and waits for its /readyz.
+func (g *guardProc) start(ctx context.Context) error {
+	iss := shared.issuer
+	p, err := proc.Start(slog.New(slog.DiscardHandler), "guard", filepath.Join(shared.bin, "guard"), g.log, []string{
+		"--listen", "127.0.0.1:" + strconv.Itoa(g.port),
+		"--health-listen", "127.0.0.1:" + strconv.Itoa(g.health),
+		"--tls-cert-file", g.tls.CertFile, "--tls-key-file", g.tls.KeyFile,
+		"--issuer-url", iss.URL, "--v1-issuer-url", iss.V1Base(), "--issuer-ca-file", shared.issuerCA,
+		"--tenant", tenant, "--audience", clientID, "--audience", appIDURI,
+		"--jwks-min-refresh-interval", "100ms",
+		"--relay-url", shared.relay.url,
+		"--client-cert-file", g.certFile, "--client-key-file", g.keyFile, "--relay-ca-file", g.caFile,
+		"--relay-timeout", "2s",
+		"--allowed-ttl", guardAllowedTTL.String(), "--denied-ttl", guardDeniedTTL.String(),
+		"--shutdown-timeout", "2s",
+		"--log-level", "debug",
+	})
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, p, g.healthURL+"/readyz", nil); err != nil {
+		p.Stop()
+		return err
+	}
+	g.p = p
+	return nil
+}
+
+func (g *guardProc) stop() {
+	if g.p != nil {
+		g.p.Stop()
+	}
 }
