@@ -278,6 +278,9 @@ func TestErrors(t *testing.T) {
 	if code, reason, msg := status(t, get("/clusters/nope/api")); code != 404 || reason != "NotFound" || !strings.Contains(msg, `"nope" is not registered`) {
 		t.Errorf("unknown cluster: %d %s %q", code, reason, msg)
 	}
+	if code, _, msg := status(t, get("/clusters/Not_A%20Name/api")); code != 404 || !strings.Contains(msg, "lowercase DNS labels") {
+		t.Errorf("invalid cluster name: %d %q", code, msg)
+	}
 	id := e.identity("c2")
 	if code, _, msg := status(t, get("/clusters/c2/api")); code != 503 || !strings.Contains(msg, "cluster c2 is not connected") {
 		t.Errorf("no tunnel: %d %q", code, msg)

@@ -301,18 +301,15 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 // label (lowercase letters, digits and '-', at most 63), as Kubernetes names are.
 func ValidClusterName(name string) bool { return dnsLabel.MatchString(name) }
 
-// serveCluster proxies kubectl's request into the cluster's tunnel.
+// serveCluster proxies kubectl's request into the cluster's tunnel. Nothing
+// is looked up here: the proxy's dialer finds the cluster's pool when it needs
+// a new connection, and only when there is no tunnel does proxyError consult
+// the store to tell an unknown cluster (404) from a disconnected one (503).
 func (s *Server) serveCluster(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if p := s.pool(name, false); p == nil || p.Len() == 0 {
-		// Only the slow path looks at the store: 404 or 503?
-		if _, err := s.cfg.Store.GetCluster(r.Context(), name); errors.Is(err, store.ErrNotFound) {
-			s.reqs.WithLabelValues("404").Inc()
-			apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay", name))
-			return
-		}
-		s.reqs.WithLabelValues("503").Inc()
-		apistatus.Error(w, http.StatusServiceUnavailable, notConnected(name))
+	if name := r.PathValue("name"); !ValidClusterName(name) {
+		// It could not have been registered; and it becomes the proxy's Host.
+		s.reqs.WithLabelValues("404").Inc()
+		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay (cluster names are lowercase DNS labels)", name))
 		return
 	}
 	s.proxy.ServeHTTP(w, r)
@@ -365,6 +362,9 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, tunnel.ErrNoTunnel):
 		code, msg = http.StatusServiceUnavailable, notConnected(name)
+		if _, serr := s.cfg.Store.GetCluster(r.Context(), name); errors.Is(serr, store.ErrNotFound) {
+			code, msg = http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay", name)
+		}
 	case errors.As(err, &se) && se.Code == tunnel.CodeDialFailed:
 		msg = fmt.Sprintf("the agent of cluster %s could not reach the Kubernetes API server: %s", name, se.Message)
 	case errors.As(err, &se):
@@ -372,7 +372,9 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &ne) && ne.Timeout():
 		code, msg = http.StatusGatewayTimeout, fmt.Sprintf("the agent of cluster %s did not answer in time: %v", name, err)
 	}
-	s.log.Warn("proxy error", "cluster", name, "path", r.URL.Path, "code", code, "err", err)
+	if code != http.StatusNotFound {
+		s.log.Warn("proxy error", "cluster", name, "path", r.URL.Path, "code", code, "err", err)
+	}
 	s.reqs.WithLabelValues(fmt.Sprint(code)).Inc()
 	apistatus.Error(w, code, msg)
 }
