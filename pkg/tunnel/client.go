@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -169,9 +168,8 @@ type ClientOptions struct {
 // Client keeps an agent's tunnels to the relay connected, each on its own
 // reconnect loop, and serves their streams.
 type Client struct {
-	opts      ClientOptions
-	log       *slog.Logger
-	connected atomic.Int32
+	opts ClientOptions
+	log  *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[int]*Session
@@ -223,7 +221,11 @@ func (c *Client) Refresh() {
 }
 
 // Connected is the number of tunnels up now.
-func (c *Client) Connected() int { return int(c.connected.Load()) }
+func (c *Client) Connected() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions)
+}
 
 // Run keeps the tunnels connected until ctx is done, then drains them and
 // returns.
@@ -279,7 +281,6 @@ func (c *Client) loop(ctx context.Context, index int) {
 		}
 		attempt, lastErr = 1, ""
 		log.Info("tunnel connected")
-		c.connected.Add(1)
 		c.mu.Lock()
 		c.sessions[index] = s
 		c.mu.Unlock()
@@ -287,7 +288,6 @@ func (c *Client) loop(ctx context.Context, index int) {
 		c.mu.Lock()
 		delete(c.sessions, index)
 		c.mu.Unlock()
-		c.connected.Add(-1)
 		if ctx.Err() != nil {
 			log.Info("tunnel closed")
 			return
