@@ -474,15 +474,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if !decodeStrict(w, r, &req) {
 		return
 	}
-	id, c, ok := s.agentIdentity(w, r)
-	if !ok {
-		return
-	}
 	now := s.now()
-	c, err := s.cfg.Store.UpdateCluster(r.Context(), c.Name, func(c *store.Cluster) error {
-		if err := checkIdentity(id, c); err != nil {
-			return err
-		}
+	_, c, ok := s.agentUpdate(w, r, func(c *store.Cluster) error {
 		// Record what time did since the last heartbeat (Offline) before
 		// this heartbeat changes it, so no transition goes unrecorded.
 		s.recordStatus(c)
@@ -495,12 +488,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.recordStatus(c)
 		return nil
 	})
-	var ae *AuthError
-	if errors.As(err, &ae) {
-		s.authFailed(w, id.Cluster, err)
-		return
-	}
-	if !s.storeOK(w, r, err) {
+	if !ok {
 		return
 	}
 	st, _ := s.connectivity(c)

@@ -111,24 +111,17 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	if !decodeStrict(w, r, &req) {
 		return
 	}
-	id, c, ok := s.agentIdentity(w, r)
-	if !ok {
-		return
-	}
 	csr, err := clusterca.ParseCSR([]byte(req.CSR))
 	if err != nil {
 		apistatus.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	now := s.now()
-	if _, err := s.cfg.Store.UpdateCluster(r.Context(), c.Name, func(c *store.Cluster) error {
-		if err := checkIdentity(id, c); err != nil {
-			return err
-		}
+	id, _, ok := s.agentUpdate(w, r, func(c *store.Cluster) error {
 		c.CertNotAfter = now.Add(s.cfg.CertLifetime)
 		return nil
-	}); err != nil {
-		s.authFailed(w, c.Name, err)
+	})
+	if !ok {
 		return
 	}
 	id.NotBefore, id.NotAfter = time.Time{}, time.Time{}
@@ -163,6 +156,36 @@ func (s *Server) agentIdentity(w http.ResponseWriter, r *http.Request) (clusterc
 	}
 	if err := checkIdentity(id, c); err != nil {
 		s.authFailed(w, c.Name, err)
+		return id, nil, false
+	}
+	return id, c, true
+}
+
+// agentUpdate authenticates an agent call by its client certificate and,
+// in the same store transaction that checks the certificate against the
+// cluster, applies update. It has answered the request when ok is false.
+func (s *Server) agentUpdate(w http.ResponseWriter, r *http.Request, update func(*store.Cluster) error) (clusterca.Identity, *store.Cluster, bool) {
+	id, err := s.certs.identify(r)
+	if err != nil {
+		s.authFailed(w, id.Cluster, err)
+		return id, nil, false
+	}
+	c, err := s.cfg.Store.UpdateCluster(r.Context(), id.Cluster, func(c *store.Cluster) error {
+		if err := checkIdentity(id, c); err != nil {
+			return err
+		}
+		return update(c)
+	})
+	var ae *AuthError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.authFailed(w, id.Cluster, &AuthError{http.StatusUnauthorized, "ClusterDeleted", fmt.Sprintf("cluster %s was deleted, which revoked its certificates: register it again", id.Cluster)})
+		return id, nil, false
+	case errors.As(err, &ae):
+		s.authFailed(w, id.Cluster, err)
+		return id, nil, false
+	case err != nil:
+		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
 		return id, nil, false
 	}
 	return id, c, true
