@@ -33,6 +33,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 func TestOutageAndMetadataChanges(t *testing.T) {
 	var down atomic.Bool
 	down.Store(true)
+	var refused atomic.Int64
 	var mu sync.Mutex
 	var withMD, total int
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +42,7 @@ func TestOutageAndMetadataChanges(t *testing.T) {
 			return
 		}
 		if down.Load() {
+			refused.Add(1)
 			w.WriteHeader(503)
 			w.Write([]byte(`{"kind":"Status","message":"relay is shutting down"}`))
 			return
@@ -84,7 +86,7 @@ func TestOutageAndMetadataChanges(t *testing.T) {
 		}
 	}
 	wait(func() bool { return strings.Contains(logs.String(), "heartbeat failed") }, "no failure logged")
-	time.Sleep(300 * time.Millisecond) // several more failed attempts
+	wait(func() bool { return refused.Load() >= 4 }, "fewer than 4 attempts while the relay was down")
 	down.Store(false)
 	wait(func() bool { return strings.Contains(logs.String(), "heartbeats resumed") }, "no resume logged")
 	if n := strings.Count(logs.String(), "heartbeat failed"); n != 1 {

@@ -6,11 +6,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,19 +76,42 @@ func TestKubeconfigPointsAtRelay(t *testing.T) {
 	}
 }
 
+// proxied200 reads the relay's count of proxied requests answered 200.
+func proxied200(t *testing.T, r *relayProc) float64 {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: insecureTLS()}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, `relay_proxy_requests_total{code="200"} `); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
 func TestGetNamespaces(t *testing.T) {
 	ctx := testContext(t)
+	before := proxied200(t, shared.relay)
 	out := run(t, ctx, "get", "ns", "-o", "name")
 	for _, want := range []string{"namespace/default", "namespace/kube-system"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl get ns through the relay: missing %s in\n%s", want, out)
 		}
 	}
-	// It really went through the relay: its metrics counted the request.
-	// (The kubeconfig's server is the relay; see TestKubeconfigPointsAtRelay.)
 	v := run(t, ctx, "version", "-o", "json")
 	if !strings.Contains(v, `"gitVersion": "v1.37.2"`) {
 		t.Errorf("server version through the relay:\n%s", v)
+	}
+	// It really went through the relay: its proxy counted the requests.
+	if after := proxied200(t, shared.relay); after < before+2 {
+		t.Errorf("relay proxied %v requests answered 200 during kubectl get ns + version, want at least 2", after-before)
 	}
 }
 
