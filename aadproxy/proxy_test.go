@@ -264,14 +264,16 @@ func TestOptionsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Options{
-		Listen:          ":8443",
-		HealthListen:    ":8081",
-		IssuerURL:       "https://login.microsoftonline.com",
-		V1IssuerURL:     "https://sts.windows.net",
-		Algorithms:      []string{"RS256"},
-		ClockSkew:       time.Minute,
-		JWKSMinRefresh:  5 * time.Second,
-		UsernameClaims:  []string{"upn", "preferred_username", "oid"},
+		Listen:       ":8443",
+		HealthListen: ":8081",
+		Token: token.Options{
+			IssuerURL:      "https://login.microsoftonline.com",
+			V1IssuerURL:    "https://sts.windows.net",
+			Algorithms:     []string{"RS256"},
+			ClockSkew:      time.Minute,
+			JWKSMinRefresh: 5 * time.Second,
+			UsernameClaims: []string{"upn", "preferred_username", "oid"},
+		},
 		GraphURL:        "https://graph.microsoft.com",
 		GroupsCacheTTL:  5 * time.Minute,
 		ShutdownTimeout: 15 * time.Second,
@@ -304,8 +306,8 @@ func TestOptionsFlags(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(o.Tenants, []string{"t1", "t2", "t3"}) || !reflect.DeepEqual(o.UsernameClaims, []string{"email"}) ||
-		!reflect.DeepEqual(o.Algorithms, []string{"RS256", "ES256"}) {
+	if !reflect.DeepEqual(o.Token.Tenants, []string{"t1", "t2", "t3"}) || !reflect.DeepEqual(o.Token.UsernameClaims, []string{"email"}) ||
+		!reflect.DeepEqual(o.Token.Algorithms, []string{"RS256", "ES256"}) {
 		t.Errorf("parsed %+v", o)
 	}
 	o.ClientID = "app"

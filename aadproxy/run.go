@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -15,12 +13,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy/graph"
 	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/serve"
 )
 
 // Run serves kube-aad-proxy with validated options until ctx is done, then
@@ -36,7 +34,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
-	issuerClient, err := httpClient(o.IssuerCAFile)
+	issuerClient, err := httpClient(o.Token.IssuerCAFile)
 	if err != nil {
 		return err
 	}
@@ -50,7 +48,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		}
 		r, err := graph.New(&graph.Config{
 			GraphURL:     o.GraphURL,
-			IssuerURL:    o.IssuerURL,
+			IssuerURL:    o.Token.IssuerURL,
 			ClientID:     o.ClientID,
 			ClientSecret: strings.TrimSpace(string(secret)),
 			CacheTTL:     o.GroupsCacheTTL,
@@ -62,22 +60,10 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		}
 		groups = r
 	}
-	verifier, err := token.NewVerifier(&token.Config{
-		IssuerURL:          o.IssuerURL,
-		V1IssuerURL:        o.V1IssuerURL,
-		Tenants:            o.Tenants,
-		Audiences:          o.Audiences,
-		Algorithms:         o.Algorithms,
-		ClockSkew:          o.ClockSkew,
-		UsernameClaims:     o.UsernameClaims,
-		UsernamePrefix:     o.UsernamePrefix,
-		GroupsPrefix:       o.GroupsPrefix,
-		Groups:             groups,
-		HTTPClient:         issuerClient,
-		MinRefreshInterval: o.JWKSMinRefresh,
-		Metrics:            token.NewMetrics(reg, "aadproxy"),
-		Logger:             log.With("component", "token"),
-	})
+	tc := o.Token.Config()
+	tc.Groups, tc.HTTPClient = groups, issuerClient
+	tc.Metrics, tc.Logger = token.NewMetrics(reg, "aadproxy"), log.With("component", "token")
+	verifier, err := token.NewVerifier(tc)
 	if err != nil {
 		return err
 	}
@@ -104,57 +90,16 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", o.Listen, err)
-	}
-	servers := []*http.Server{hs}
-	errc := make(chan error, 2)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
-	healthAddr := ""
-	if o.HealthListen != "" {
-		hln, err := net.Listen("tcp", o.HealthListen)
-		if err != nil {
-			hs.Close()
-			return fmt.Errorf("listen on %s: %w", o.HealthListen, err)
+	return serve.Run(ctx, serve.Config{
+		Server: hs, Listen: o.Listen, HealthListen: o.HealthListen, Registry: reg,
+		ShutdownTimeout: o.ShutdownTimeout, Name: "kube-aad-proxy", Logger: log,
+	}, func(addr, healthAddr string) {
+		log.Info("kube-aad-proxy listening", "addr", addr, "health", healthAddr, "apiserver", upstream.Host,
+			"issuers", strings.Join(verifier.Issuers(), " "), "audiences", strings.Join(o.Token.Audiences, ","), "overage", groups != nil)
+		if ready != nil {
+			ready(addr, healthAddr)
 		}
-		healthAddr = hln.Addr().String()
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		health := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, health)
-		go func() { errc <- health.Serve(hln) }()
-	}
-	log.Info("kube-aad-proxy listening", "addr", ln.Addr().String(), "health", healthAddr, "apiserver", upstream.Host,
-		"issuers", strings.Join(verifier.Issuers(), " "), "audiences", strings.Join(o.Audiences, ","), "overage", groups != nil)
-	if ready != nil {
-		ready(ln.Addr().String(), healthAddr)
-	}
-	select {
-	case err := <-errc:
-		for _, s := range servers {
-			s.Close()
-		}
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("kube-aad-proxy shutting down: draining requests", "timeout", o.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-	defer cancel()
-	var errs []error
-	for _, s := range servers {
-		// Hijacked connections (exec, port-forward) are not tracked by
-		// Shutdown; Close ends what is left after the drain.
-		if err := s.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
-			s.Close()
-		} else if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	log.Info("kube-aad-proxy stopped")
-	return errors.Join(errs...)
+	})
 }
 
 // upstreamConfig loads the proxy's own apiserver credentials.

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
+	"github.com/clusterconnect/clusterconnect/pkg/cliflag"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 )
 
@@ -38,17 +38,10 @@ type Options struct {
 	// kubeconfigs).
 	WebhookClientCAFile string
 
-	// IssuerURL, V1IssuerURL, IssuerCAFile, Tenants, Audiences,
-	// Algorithms, ClockSkew, JWKSMinRefresh, UsernameClaims,
-	// UsernamePrefix and GroupsPrefix configure token verification as in
-	// kube-aad-proxy (see token.Config). Tenants and Audiences are
-	// required unless DisableAuthn is set.
-	IssuerURL, V1IssuerURL         string
-	IssuerCAFile                   string
-	Tenants, Audiences, Algorithms []string
-	ClockSkew, JWKSMinRefresh      time.Duration
-	UsernameClaims                 []string
-	UsernamePrefix, GroupsPrefix   string
+	// Token configures token verification as in kube-aad-proxy (the same
+	// flags); Tenants and Audiences are required unless DisableAuthn.
+	// Token.GroupsPrefix is also stripped by authz before asking the relay.
+	Token token.Options
 	// DisableAuthn turns the TokenReview webhook off (authorization only,
 	// e.g. behind kube-aad-proxy).
 	DisableAuthn bool
@@ -87,12 +80,7 @@ func NewOptions() *Options {
 	return &Options{
 		Listen:           ":8443",
 		HealthListen:     ":8081",
-		IssuerURL:        token.DefaultIssuerURL,
-		V1IssuerURL:      token.DefaultV1IssuerURL,
-		Algorithms:       append([]string(nil), token.DefaultAlgorithms...),
-		ClockSkew:        token.DefaultClockSkew,
-		JWKSMinRefresh:   token.DefaultMinRefreshInterval,
-		UsernameClaims:   append([]string(nil), token.DefaultUsernameClaims...),
+		Token:            token.DefaultOptions(),
 		RelayTimeout:     checkaccess.DefaultTimeout,
 		RelayFailureMode: string(FailureDeny),
 		RelayBackoff:     DefaultRelayBackoff,
@@ -105,32 +93,6 @@ func NewOptions() *Options {
 	}
 }
 
-// listFlag is a repeatable, comma-splitting string list flag whose first
-// use replaces the default (so --x= empties it).
-type listFlag struct {
-	dst *[]string
-	set bool
-}
-
-func (l *listFlag) String() string {
-	if l == nil || l.dst == nil {
-		return ""
-	}
-	return strings.Join(*l.dst, ",")
-}
-
-func (l *listFlag) Set(v string) error {
-	if !l.set {
-		*l.dst, l.set = []string{}, true
-	}
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l.dst = append(*l.dst, s)
-		}
-	}
-	return nil
-}
-
 // Flags registers the options on fs.
 func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTPS address of the webhooks (POST /tokenreviews, POST /subjectaccessreviews)")
@@ -139,17 +101,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving key (PEM)")
 	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", o.WebhookClientCAFile, "require client certificates signed by this CA on the webhooks (the apiserver's)")
 
-	fs.StringVar(&o.IssuerURL, "issuer-url", o.IssuerURL, "base URL of v2 issuers (<url>/<tenant>/v2.0) and of discovery")
-	fs.StringVar(&o.V1IssuerURL, "v1-issuer-url", o.V1IssuerURL, "base URL of v1 issuers (<url>/<tenant>/)")
-	fs.StringVar(&o.IssuerCAFile, "issuer-ca-file", o.IssuerCAFile, "CA bundle to trust for the issuer, besides the system roots")
-	fs.Var(&listFlag{dst: &o.Tenants}, "tenant", "accepted tenant ID (repeatable or comma-separated; required with authn)")
-	fs.Var(&listFlag{dst: &o.Audiences}, "audience", "accepted audience: the server app's client ID or App ID URI (repeatable; required with authn)")
-	fs.Var(&listFlag{dst: &o.Algorithms}, "signing-algs", "accepted signature algorithms (none and HMAC are always refused)")
-	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "allowed clock skew on exp and nbf")
-	fs.DurationVar(&o.JWKSMinRefresh, "jwks-min-refresh-interval", o.JWKSMinRefresh, "least time between two JWKS fetches of one issuer")
-	fs.Var(&listFlag{dst: &o.UsernameClaims}, "username-claim", "claims tried in order for the Kubernetes user name")
-	fs.StringVar(&o.UsernamePrefix, "username-prefix", o.UsernamePrefix, "prefix for mapped user names")
-	fs.StringVar(&o.GroupsPrefix, "groups-prefix", o.GroupsPrefix, "prefix for mapped groups (authz strips it before asking the relay, and ignores groups without it)")
+	o.Token.Flags(fs)
 	fs.BoolVar(&o.DisableAuthn, "disable-authn", o.DisableAuthn, "serve only the authorization webhook")
 
 	fs.StringVar(&o.RelayURL, "relay-url", o.RelayURL, "relay base URL, https://host:port (required)")
@@ -163,9 +115,9 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.AllowedTTL, "allowed-ttl", o.AllowedTTL, "how long allowed decisions are cached (negative: not cached)")
 	fs.DurationVar(&o.DeniedTTL, "denied-ttl", o.DeniedTTL, "how long denied decisions (and relay 4xx answers) are cached (negative: not cached)")
 	fs.IntVar(&o.CacheSize, "cache-size", o.CacheSize, "most decisions cached (least recently used evicted first)")
-	fs.Var(&listFlag{dst: &o.SkipUsers}, "skip-authz-user", "user names guard has no opinion on, without a check (repeatable or comma-separated)")
-	fs.Var(&listFlag{dst: &o.SkipGroups}, "skip-authz-group", "groups whose members guard has no opinion on, without a check (repeatable or comma-separated)")
-	fs.Var(&listFlag{dst: &o.AllowedPaths}, "allow-nonresource-path", "non-resource paths every Entra user may get without a role assignment; a trailing * matches a prefix (repeatable; --allow-nonresource-path= allows none)")
+	fs.Var(&cliflag.StringList{Dst: &o.SkipUsers}, "skip-authz-user", "user names guard has no opinion on, without a check (repeatable or comma-separated)")
+	fs.Var(&cliflag.StringList{Dst: &o.SkipGroups}, "skip-authz-group", "groups whose members guard has no opinion on, without a check (repeatable or comma-separated)")
+	fs.Var(&cliflag.StringList{Dst: &o.AllowedPaths}, "allow-nonresource-path", "non-resource paths every Entra user may get without a role assignment; a trailing * matches a prefix (repeatable; --allow-nonresource-path= allows none)")
 
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight reviews may finish on SIGTERM")
 	o.Log.Flags(fs)
@@ -193,26 +145,7 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (the apiserver calls the webhooks over TLS)"))
 	}
 	if !o.DisableAuthn {
-		for name, u := range map[string]string{"--issuer-url": o.IssuerURL, "--v1-issuer-url": o.V1IssuerURL} {
-			if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
-				errs = append(errs, fmt.Errorf("%s %q: want an https:// URL", name, u))
-			}
-		}
-		if len(o.Tenants) == 0 {
-			errs = append(errs, errors.New("--tenant is required: the Entra tenant ID(s) whose tokens are accepted (or --disable-authn)"))
-		}
-		if len(o.Audiences) == 0 {
-			errs = append(errs, errors.New("--audience is required: the server application's client ID and/or App ID URI (or --disable-authn)"))
-		}
-		if o.ClockSkew < 0 || o.ClockSkew > 10*time.Minute {
-			errs = append(errs, fmt.Errorf("--clock-skew %s: want 0 to 10m", o.ClockSkew))
-		}
-		if o.JWKSMinRefresh <= 0 {
-			errs = append(errs, fmt.Errorf("--jwks-min-refresh-interval %s: want more than 0", o.JWKSMinRefresh))
-		}
-		if len(o.UsernameClaims) == 0 {
-			errs = append(errs, errors.New("--username-claim: at least one claim"))
-		}
+		errs = append(errs, o.Token.Validate(" (or --disable-authn)")...)
 	}
 	if pu, err := url.Parse(o.RelayURL); err != nil || pu.Scheme != "https" || pu.Host == "" {
 		errs = append(errs, fmt.Errorf("--relay-url %q: want the relay's https:// URL", o.RelayURL))

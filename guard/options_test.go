@@ -2,6 +2,7 @@ package guard
 
 import (
 	"flag"
+	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"reflect"
 	"strings"
 	"testing"
@@ -12,14 +13,16 @@ import (
 
 func TestDefaults(t *testing.T) {
 	want := &Options{
-		Listen:           ":8443",
-		HealthListen:     ":8081",
-		IssuerURL:        "https://login.microsoftonline.com",
-		V1IssuerURL:      "https://sts.windows.net",
-		Algorithms:       []string{"RS256"},
-		ClockSkew:        time.Minute,
-		JWKSMinRefresh:   5 * time.Second,
-		UsernameClaims:   []string{"upn", "preferred_username", "oid"},
+		Listen:       ":8443",
+		HealthListen: ":8081",
+		Token: token.Options{
+			IssuerURL:      "https://login.microsoftonline.com",
+			V1IssuerURL:    "https://sts.windows.net",
+			Algorithms:     []string{"RS256"},
+			ClockSkew:      time.Minute,
+			JWKSMinRefresh: 5 * time.Second,
+			UsernameClaims: []string{"upn", "preferred_username", "oid"},
+		},
 		RelayTimeout:     3 * time.Second,
 		RelayFailureMode: "deny",
 		RelayBackoff:     2 * time.Second,
@@ -89,7 +92,7 @@ func TestValidate(t *testing.T) {
 func TestListFlags(t *testing.T) {
 	o := parse(t, "--skip-authz-user=a,b", "--skip-authz-user=c", "--skip-authz-group=g", "--allow-nonresource-path=", "--tenant=t1,t2")
 	if !reflect.DeepEqual(o.SkipUsers, []string{"a", "b", "c"}) || !reflect.DeepEqual(o.SkipGroups, []string{"g"}) ||
-		len(o.AllowedPaths) != 0 || !reflect.DeepEqual(o.Tenants, []string{"t1", "t2"}) {
+		len(o.AllowedPaths) != 0 || !reflect.DeepEqual(o.Token.Tenants, []string{"t1", "t2"}) {
 		t.Errorf("%+v", o)
 	}
 	o = parse(t, "--allow-nonresource-path=/version")

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -15,13 +13,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
 	"github.com/clusterconnect/clusterconnect/guard/keypair"
+	"github.com/clusterconnect/clusterconnect/pkg/serve"
 )
 
 // Run serves guard with validated options until ctx is done, then drains
@@ -63,7 +61,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		func() float64 { return float64(decisions.Len()) }))
 	authorizer, err := NewAuthorizer(AuthorizerConfig{
 		Checker: client, Cache: decisions, SkipUsers: o.SkipUsers, SkipGroups: o.SkipGroups, AllowedPaths: paths,
-		GroupsPrefix: o.GroupsPrefix, FailureMode: FailureMode(o.RelayFailureMode), RelayBackoff: o.RelayBackoff,
+		GroupsPrefix: o.Token.GroupsPrefix, FailureMode: FailureMode(o.RelayFailureMode), RelayBackoff: o.RelayBackoff,
 		Metrics: metrics, Logger: log.With("component", "authz"),
 	})
 	if err != nil {
@@ -71,16 +69,13 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	}
 	var verifier *token.Verifier
 	if !o.DisableAuthn {
-		issuerClient, err := issuerHTTPClient(o.IssuerCAFile)
+		issuerClient, err := issuerHTTPClient(o.Token.IssuerCAFile)
 		if err != nil {
 			return err
 		}
-		verifier, err = token.NewVerifier(&token.Config{
-			IssuerURL: o.IssuerURL, V1IssuerURL: o.V1IssuerURL, Tenants: o.Tenants, Audiences: o.Audiences,
-			Algorithms: o.Algorithms, ClockSkew: o.ClockSkew, UsernameClaims: o.UsernameClaims,
-			UsernamePrefix: o.UsernamePrefix, GroupsPrefix: o.GroupsPrefix, HTTPClient: issuerClient,
-			MinRefreshInterval: o.JWKSMinRefresh, Metrics: token.NewMetrics(reg, "guard"), Logger: log.With("component", "token"),
-		})
+		tc := o.Token.Config()
+		tc.HTTPClient, tc.Metrics, tc.Logger = issuerClient, token.NewMetrics(reg, "guard"), log.With("component", "token")
+		verifier, err = token.NewVerifier(tc)
 		if err != nil {
 			return err
 		}
@@ -109,58 +104,19 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", o.Listen, err)
-	}
-	servers := []*http.Server{hs}
-	errc := make(chan error, 2)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
-	healthAddr := ""
-	if o.HealthListen != "" {
-		hln, err := net.Listen("tcp", o.HealthListen)
-		if err != nil {
-			hs.Close()
-			return fmt.Errorf("listen on %s: %w", o.HealthListen, err)
-		}
-		healthAddr = hln.Addr().String()
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		health := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, health)
-		go func() { errc <- health.Serve(hln) }()
-	}
 	cert := client.Certificate()
-	log.Info("guard listening", "addr", ln.Addr().String(), "health", healthAddr, "relay", o.RelayURL,
-		"cluster_cert", cert.Leaf.Subject.String(), "cluster_cert_not_after", cert.Leaf.NotAfter,
-		"authn", verifier != nil, "issuers", issuers(verifier), "failure_mode", o.RelayFailureMode,
-		"allowed_ttl", o.AllowedTTL, "denied_ttl", o.DeniedTTL)
-	if ready != nil {
-		ready(ln.Addr().String(), healthAddr)
-	}
-	select {
-	case err := <-errc:
-		for _, s := range servers {
-			s.Close()
+	return serve.Run(ctx, serve.Config{
+		Server: hs, Listen: o.Listen, HealthListen: o.HealthListen, Registry: reg,
+		ShutdownTimeout: o.ShutdownTimeout, Name: "guard", Logger: log,
+	}, func(addr, healthAddr string) {
+		log.Info("guard listening", "addr", addr, "health", healthAddr, "relay", o.RelayURL,
+			"cluster_cert", cert.Leaf.Subject.String(), "cluster_cert_not_after", cert.Leaf.NotAfter,
+			"authn", verifier != nil, "issuers", issuers(verifier), "failure_mode", o.RelayFailureMode,
+			"allowed_ttl", o.AllowedTTL, "denied_ttl", o.DeniedTTL)
+		if ready != nil {
+			ready(addr, healthAddr)
 		}
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("guard shutting down: draining reviews", "timeout", o.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-	defer cancel()
-	var errs []error
-	for _, s := range servers {
-		if err := s.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
-			s.Close()
-		} else if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	log.Info("guard stopped")
-	return errors.Join(errs...)
+	})
 }
 
 func issuers(v *token.Verifier) string {
