@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"math/big"
 	"net"
@@ -409,7 +410,7 @@ func fullPath(name, note string, u *upstreams, p *pki, kind agentKind, cfg *tunn
 	const tunnels = 2 // the agent's default
 	if kind == agentDial {
 		a, err := connect.New(connect.Config{RelayURL: srv.URL, Cluster: "bench", Tunnels: tunnels,
-			Targets: map[string]connect.Upstream{relay.KubeTarget: {URL: "tcp://" + u.http}}, Tunnel: cfg,
+			Targets: map[string]connect.Upstream{api.KubeTarget: {URL: "tcp://" + u.http}}, Tunnel: cfg,
 			RelayCAFile: p.caFile, DrainTimeout: 50 * time.Millisecond})
 		if err != nil {
 			cancel()
@@ -420,7 +421,7 @@ func fullPath(name, note string, u *upstreams, p *pki, kind agentKind, cfg *tunn
 		wait = wg.Wait
 	} else {
 		wait, err = runAgent(ctx, kind, wsURL(srv.URL, "/agent/v1/clusters/bench/tunnel"), tunnels, p, cfg,
-			tunnel.Targets{relay.KubeTarget: tcpTarget(u.http)})
+			tunnel.Targets{api.KubeTarget: tcpTarget(u.http)})
 		if err != nil {
 			cancel()
 			return nil, err

@@ -4,17 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/trust"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
-
-	"github.com/clusterconnect/clusterconnect/relay"
 )
 
 // Client calls the relay's management API.
@@ -27,18 +25,9 @@ type Client struct {
 // NewClient returns a client for the relay at base, trusting caFile (when
 // set) besides the system roots.
 func NewClient(base, token, caFile string) (*Client, error) {
-	pool, err := x509.SystemCertPool()
+	pool, err := trust.Pool(caFile)
 	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("relay CA file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("relay CA file %s holds no PEM certificate", caFile)
-		}
+		return nil, fmt.Errorf("relay CA file: %w", err)
 	}
 	return &Client{
 		base:  strings.TrimSuffix(base, "/"),
@@ -116,37 +105,37 @@ func (c *Client) doWith(ctx context.Context, method, path string, in, out any, i
 
 // CreateCluster registers a cluster; the answer holds its one-time
 // registration token. ttl zero means the relay's default.
-func (c *Client) CreateCluster(ctx context.Context, name string, tags map[string]string, ttl time.Duration) (*relay.ConnectedCluster, error) {
-	var v relay.ConnectedCluster
-	err := c.do(ctx, http.MethodPost, "/api/v1/clusters", relay.CreateRequest{Name: name, Tags: tags, TokenTTLSeconds: int(ttl.Seconds())}, &v)
+func (c *Client) CreateCluster(ctx context.Context, name string, tags map[string]string, ttl time.Duration) (*api.ConnectedCluster, error) {
+	var v api.ConnectedCluster
+	err := c.do(ctx, http.MethodPost, api.ClustersPath, api.CreateRequest{Name: name, Tags: tags, TokenTTLSeconds: int(ttl.Seconds())}, &v)
 	return &v, err
 }
 
 // UpdateTags replaces a cluster's tags; a non-empty etag is sent as If-Match.
-func (c *Client) UpdateTags(ctx context.Context, name string, tags map[string]string, etag string) (*relay.ConnectedCluster, error) {
-	var v relay.ConnectedCluster
-	err := c.doWith(ctx, http.MethodPatch, "/api/v1/clusters/"+name, relay.PatchRequest{Tags: tags}, &v, etag)
+func (c *Client) UpdateTags(ctx context.Context, name string, tags map[string]string, etag string) (*api.ConnectedCluster, error) {
+	var v api.ConnectedCluster
+	err := c.doWith(ctx, http.MethodPatch, api.ClusterPath(name), api.PatchRequest{Tags: tags}, &v, etag)
 	return &v, err
 }
 
 // NewRegistrationToken issues a fresh registration token for a cluster (to
 // re-register it); earlier tokens stop working.
-func (c *Client) NewRegistrationToken(ctx context.Context, name string, ttl time.Duration) (*relay.ConnectedCluster, error) {
-	var v relay.ConnectedCluster
-	err := c.do(ctx, http.MethodPost, "/api/v1/clusters/"+name+"/registration-token", relay.TokenRequest{TokenTTLSeconds: int(ttl.Seconds())}, &v)
+func (c *Client) NewRegistrationToken(ctx context.Context, name string, ttl time.Duration) (*api.ConnectedCluster, error) {
+	var v api.ConnectedCluster
+	err := c.do(ctx, http.MethodPost, api.RegistrationTokenPath(name), api.TokenRequest{TokenTTLSeconds: int(ttl.Seconds())}, &v)
 	return &v, err
 }
 
 // GetCluster returns one cluster.
-func (c *Client) GetCluster(ctx context.Context, name string) (*relay.ConnectedCluster, error) {
-	var v relay.ConnectedCluster
-	err := c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name, nil, &v)
+func (c *Client) GetCluster(ctx context.Context, name string) (*api.ConnectedCluster, error) {
+	var v api.ConnectedCluster
+	err := c.do(ctx, http.MethodGet, api.ClusterPath(name), nil, &v)
 	return &v, err
 }
 
 // ListClusters returns the clusters, optionally filtered by status and tags
 // ("key=value").
-func (c *Client) ListClusters(ctx context.Context, status string, tags []string) ([]relay.ConnectedCluster, error) {
+func (c *Client) ListClusters(ctx context.Context, status string, tags []string) ([]api.ConnectedCluster, error) {
 	q := url.Values{}
 	if status != "" {
 		q.Set("status", status)
@@ -154,23 +143,23 @@ func (c *Client) ListClusters(ctx context.Context, status string, tags []string)
 	for _, t := range tags {
 		q.Add("tag", t)
 	}
-	path := "/api/v1/clusters"
+	path := api.ClustersPath
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	var l relay.ClusterList
+	var l api.ClusterList
 	err := c.do(ctx, http.MethodGet, path, nil, &l)
 	return l.Value, err
 }
 
 // DeleteCluster removes a cluster and closes its tunnels.
 func (c *Client) DeleteCluster(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, "/api/v1/clusters/"+name, nil, nil)
+	return c.do(ctx, http.MethodDelete, api.ClusterPath(name), nil, nil)
 }
 
 // Kubeconfig returns the relay-issued kubeconfig (YAML) of a cluster.
 func (c *Client) Kubeconfig(ctx context.Context, name string) ([]byte, error) {
 	var b []byte
-	err := c.do(ctx, http.MethodGet, "/api/v1/clusters/"+name+"/kubeconfig", nil, &b)
+	err := c.do(ctx, http.MethodGet, api.KubeconfigPath(name), nil, &b)
 	return b, err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"os"
 	"slices"
@@ -17,8 +18,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
-
-	"github.com/clusterconnect/clusterconnect/relay"
 )
 
 // globals are the flags every command takes; each overrides the config file
@@ -156,7 +155,7 @@ func (f *tokenFlags) add(c *cobra.Command) {
 	c.Flags().DurationVar(&f.ttl, "token-ttl", 0, "how long the token can be used (default: the relay's, 1h)")
 }
 
-func (f *tokenFlags) print(cmd *cobra.Command, cl *Client, v *relay.ConnectedCluster, what string) error {
+func (f *tokenFlags) print(cmd *cobra.Command, cl *Client, v *api.ConnectedCluster, what string) error {
 	out := cmd.OutOrStdout()
 	expires := v.RegistrationTokenExpiresAt.UTC().Format(time.RFC3339)
 	tokenArg := "<file holding the token>"
@@ -245,7 +244,7 @@ func listCmd(g *globals) *cobra.Command {
 				printTable(cmd.OutOrStdout(), items, g.now())
 				return nil
 			default:
-				return printData(cmd.OutOrStdout(), output, relay.ClusterList{Value: items})
+				return printData(cmd.OutOrStdout(), output, api.ClusterList{Value: items})
 			}
 		},
 	}
@@ -361,7 +360,7 @@ func ago(t, now time.Time) string {
 	}
 }
 
-func printTable(w io.Writer, items []relay.ConnectedCluster, now time.Time) {
+func printTable(w io.Writer, items []api.ConnectedCluster, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tK8S VERSION\tNODES\tAGENT VERSION\tLAST SEEN")
 	for _, v := range items {
@@ -374,7 +373,7 @@ func printTable(w io.Writer, items []relay.ConnectedCluster, now time.Time) {
 // showEvents is how many status changes `show` prints.
 const showEvents = 5
 
-func printShow(w io.Writer, v *relay.ConnectedCluster, now time.Time) {
+func printShow(w io.Writer, v *api.ConnectedCluster, now time.Time) {
 	p := v.Properties
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	ts := func(t time.Time) string {

@@ -4,28 +4,26 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/clusterconnect/clusterconnect/relay"
-	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func fixtures() []relay.ConnectedCluster {
-	mk := func(name, status, version, agent string, nodes, cores int, seen time.Duration) relay.ConnectedCluster {
-		c := relay.ConnectedCluster{
+func fixtures() []api.ConnectedCluster {
+	mk := func(name, status, version, agent string, nodes, cores int, seen time.Duration) api.ConnectedCluster {
+		c := api.ConnectedCluster{
 			ID: "/providers/clusterconnect/connectedClusters/" + name, Name: name, Type: "clusterconnect/connectedClusters",
 			Location: "westeurope", Tags: map[string]string{"env": "prod", "team": "payments"}, Etag: `"7"`,
-			SystemData: relay.SystemData{CreatedAt: t0.Add(-72 * time.Hour)},
-			Properties: relay.ClusterProperties{
+			SystemData: api.SystemData{CreatedAt: t0.Add(-72 * time.Hour)},
+			Properties: api.ClusterProperties{
 				ProvisioningState: "Succeeded", ConnectivityStatus: status, KubernetesVersion: version, AgentVersion: agent,
 				TotalNodeCount: nodes, TotalCoreCount: cores, Distribution: "aks", Infrastructure: "azure",
 				ManagedIdentityCertificateExpirationTime: t0.Add(60 * 24 * time.Hour), Tunnels: 2, UID: "0b6f1c2e-1111-4222-8333-444455556666",
@@ -37,7 +35,7 @@ func fixtures() []relay.ConnectedCluster {
 		return c
 	}
 	prod := mk("prod-eu", "Connected", "v1.37.2", "v0.1.0", 12, 96, 40*time.Second)
-	prod.Properties.Events = []store.Event{
+	prod.Properties.Events = []api.Event{
 		{Time: t0.Add(-72 * time.Hour), From: "None", To: "Connecting", Reason: "cluster registered"},
 		{Time: t0.Add(-71 * time.Hour), From: "Connecting", To: "Connected", Reason: "heartbeat received"},
 		{Time: t0.Add(-3 * time.Hour), From: "Connected", To: "Offline", Reason: "no heartbeat for 15m0s"},
@@ -48,7 +46,7 @@ func fixtures() []relay.ConnectedCluster {
 	fresh.Properties.ManagedIdentityCertificateExpirationTime = time.Time{}
 	fresh.Properties.Tunnels = 0
 	old := mk("edge-7", "Offline", "v1.30.4+k3s1", "v0.0.9", 1, 4, 26*time.Hour)
-	return []relay.ConnectedCluster{old, prod, fresh}
+	return []api.ConnectedCluster{old, prod, fresh}
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -71,7 +69,7 @@ func TestGoldenListAndShow(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/api/v1/clusters":
-			json.NewEncoder(w).Encode(relay.ClusterList{Value: items})
+			json.NewEncoder(w).Encode(api.ClusterList{Value: items})
 		case "/api/v1/clusters/prod-eu":
 			json.NewEncoder(w).Encode(items[1])
 		case "/api/v1/clusters/staging":

@@ -2,6 +2,7 @@ package connectctl
 
 import (
 	"bytes"
+	"github.com/clusterconnect/clusterconnect/relay/mgmtapi"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,11 +12,9 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/clusterconnect/clusterconnect/relay"
 )
 
-// fakeRelay answers the kubeconfig call as the relay does (relay.Kubeconfig).
+// fakeRelay answers the kubeconfig call as the relay does (mgmtapi.Kubeconfig).
 func fakeRelay(t *testing.T) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer admin" {
@@ -28,7 +27,7 @@ func fakeRelay(t *testing.T) *httptest.Server {
 			w.Write([]byte(`{"kind":"Status","message":"cluster \"x\" is not registered"}`))
 			return
 		}
-		b, _ := clientcmd.Write(*relay.Kubeconfig("https://relay:8443", []byte("CA"), "prod"))
+		b, _ := clientcmd.Write(*mgmtapi.Kubeconfig("https://relay:8443", []byte("CA"), "prod"))
 		w.Write(b)
 	}))
 	t.Cleanup(srv.Close)

@@ -3,53 +3,51 @@ package connectctl
 import (
 	"context"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-
-	"github.com/clusterconnect/clusterconnect/relay"
-	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
 // Assign creates a role assignment.
-func (c *Client) Assign(ctx context.Context, req relay.AssignmentRequest) (*store.RoleAssignment, error) {
-	var a store.RoleAssignment
-	err := c.do(ctx, http.MethodPost, "/api/v1/roleassignments", req, &a)
+func (c *Client) Assign(ctx context.Context, req api.AssignmentRequest) (*api.RoleAssignment, error) {
+	var a api.RoleAssignment
+	err := c.do(ctx, http.MethodPost, api.RoleAssignmentsPath, req, &a)
 	return &a, err
 }
 
 // Assignments lists role assignments ("" = every cluster).
-func (c *Client) Assignments(ctx context.Context, cluster string) ([]store.RoleAssignment, error) {
-	var l struct{ Value []store.RoleAssignment }
-	err := c.do(ctx, http.MethodGet, "/api/v1/roleassignments?cluster="+url.QueryEscape(cluster), nil, &l)
+func (c *Client) Assignments(ctx context.Context, cluster string) ([]api.RoleAssignment, error) {
+	var l api.AssignmentList
+	err := c.do(ctx, http.MethodGet, api.RoleAssignmentsPath+"?cluster="+url.QueryEscape(cluster), nil, &l)
 	return l.Value, err
 }
 
 // Unassign removes a role assignment.
 func (c *Client) Unassign(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/api/v1/roleassignments/"+url.PathEscape(id), nil, nil)
+	return c.do(ctx, http.MethodDelete, api.RoleAssignmentPath(id), nil, nil)
 }
 
 // DefineRole creates or replaces a custom role.
-func (c *Client) DefineRole(ctx context.Context, name string, req relay.RoleRequest) (*relay.Role, error) {
-	var r relay.Role
-	err := c.do(ctx, http.MethodPut, "/api/v1/roledefinitions/"+url.PathEscape(name), req, &r)
+func (c *Client) DefineRole(ctx context.Context, name string, req api.RoleRequest) (*api.Role, error) {
+	var r api.Role
+	err := c.do(ctx, http.MethodPut, api.RoleDefinitionPath(name), req, &r)
 	return &r, err
 }
 
 // Roles lists the role definitions, built-in first.
-func (c *Client) Roles(ctx context.Context) ([]relay.Role, error) {
-	var l struct{ Value []relay.Role }
-	err := c.do(ctx, http.MethodGet, "/api/v1/roledefinitions", nil, &l)
+func (c *Client) Roles(ctx context.Context) ([]api.Role, error) {
+	var l api.RoleList
+	err := c.do(ctx, http.MethodGet, api.RoleDefinitionsPath, nil, &l)
 	return l.Value, err
 }
 
 func roleCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "role", Short: "Role assignments and definitions that guard enforces (like az role assignment)"}
-	var req relay.AssignmentRequest
+	var req api.AssignmentRequest
 	assign := &cobra.Command{
 		Use:   "assign --assignee <object id> --role <role> --cluster <name> [--namespace <ns>]",
 		Short: "Grant a role to a user or group on a cluster, or on one namespace of it",
@@ -117,7 +115,7 @@ func roleCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	var def relay.RoleRequest
+	var def api.RoleRequest
 	define := &cobra.Command{
 		Use:   "define NAME --data-actions … [--not-data-actions …]",
 		Short: "Create or replace a custom role",
@@ -135,7 +133,7 @@ func roleCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	define.Flags().StringSliceVar(&def.DataActions, "data-actions", nil, "allowed actions, e.g. "+relay.ActionPrefix+"pods/read (wildcards *)")
+	define.Flags().StringSliceVar(&def.DataActions, "data-actions", nil, "allowed actions, e.g. "+api.ActionPrefix+"pods/read (wildcards *)")
 	define.Flags().StringSliceVar(&def.NotDataActions, "not-data-actions", nil, "actions taken out of the allowed ones")
 	define.Flags().StringVar(&def.Description, "description", "", "what the role is for")
 	defs := &cobra.Command{

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/trust"
 	"io"
 	"net/http"
 	"os"
@@ -147,18 +147,9 @@ func (o *getTokenOptions) fetch(ctx context.Context, old *oauth2.Token, errOut i
 }
 
 func issuerClient(caFile string) (*http.Client, error) {
-	pool, err := x509.SystemCertPool()
+	pool, err := trust.Pool(caFile)
 	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--issuer-ca-file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--issuer-ca-file %s holds no PEM certificate", caFile)
-		}
+		return nil, fmt.Errorf("--issuer-ca-file: %w", err)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}

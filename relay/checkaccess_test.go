@@ -4,17 +4,17 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/clusterconnect/clusterconnect/relay"
 )
 
-func (e *env) checkAccess(id *tls.Config, oid string, groups []string, ns string, actions ...string) (int, []relay.Decision) {
+func (e *env) checkAccess(id *tls.Config, oid string, groups []string, ns string, actions ...string) (int, []api.Decision) {
 	e.t.Helper()
-	var req relay.CheckAccessRequest
+	var req api.CheckAccessRequest
 	req.Subject.OID, req.Subject.Groups, req.Namespace, req.Actions = oid, groups, ns, actions
 	b, _ := json.Marshal(req)
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: id}}
@@ -25,7 +25,7 @@ func (e *env) checkAccess(id *tls.Config, oid string, groups []string, ns string
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	var out relay.CheckAccessResponse
+	var out api.CheckAccessResponse
 	json.Unmarshal(body, &out)
 	return resp.StatusCode, out.Decisions
 }
@@ -45,7 +45,7 @@ func TestCheckAccess(t *testing.T) {
 	e := newEnv(t)
 	id := e.identity("c")
 	other := e.identity("other")
-	const p = relay.ActionPrefix
+	const p = api.ActionPrefix
 	e.assign("Viewer", "user-1", "User", "c", "")
 	e.assign("Admin", "group-a", "Group", "c", "team-a")
 	e.assign("Cluster Admin", "user-2", "User", "other", "") // on another cluster

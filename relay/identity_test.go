@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"math/big"
 	"net/http"
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
-	"github.com/clusterconnect/clusterconnect/relay"
 )
 
 // dialTunnel tries one tunnel connection for cluster with tlsCfg and returns
@@ -69,7 +69,7 @@ func TestRegistrationTokenExpires(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("new token: %d %s", code, b)
 	}
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	json.Unmarshal(b, &v)
 	if code, msg, _ := e.enroll("b", v.RegistrationToken); code != 200 {
 		t.Fatalf("enrol with the new token: %d %s", code, msg)
@@ -144,7 +144,7 @@ func TestReRegistrationRevokesOlderCertificates(t *testing.T) {
 	e := newEnv(t)
 	old := e.identity("r")
 	_, b := e.api("POST", "/api/v1/clusters/r/registration-token", "")
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	json.Unmarshal(b, &v)
 	if code, msg, _ := e.enroll("r", v.RegistrationToken); code != 200 {
 		t.Fatalf("re-enrol: %d %s", code, msg)
@@ -178,7 +178,7 @@ func TestRenewAndExpiry(t *testing.T) {
 	// Renew over mTLS with the current certificate.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	body, _ := json.Marshal(relay.RenewRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+	body, _ := json.Marshal(api.RenewRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
 	mtls := &http.Client{Transport: &http.Transport{TLSClientConfig: id}}
 	defer mtls.CloseIdleConnections()
 	resp, err := mtls.Post(e.ts.URL+"/agent/v1/renew", "application/json", strings.NewReader(string(body)))
@@ -190,7 +190,7 @@ func TestRenewAndExpiry(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("renew: %d %s", resp.StatusCode, b)
 	}
-	var cr relay.CertificateResponse
+	var cr api.CertificateResponse
 	json.Unmarshal(b, &cr)
 	blk, _ := pem.Decode([]byte(cr.Certificate))
 	leaf, _ := x509.ParseCertificate(blk.Bytes)
@@ -209,7 +209,7 @@ func TestRenewAndExpiry(t *testing.T) {
 		t.Fatalf("expired certificate: %d %q", code, msg)
 	}
 	_, b = e.api("GET", "/api/v1/clusters/x", "")
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	json.Unmarshal(b, &v)
 	if v.Properties.ConnectivityStatus != "Expired" {
 		t.Fatalf("status after expiry = %q", v.Properties.ConnectivityStatus)

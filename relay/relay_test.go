@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"log/slog"
 	"net"
@@ -129,7 +130,7 @@ func (e *env) register(name string) string {
 	if code != 201 {
 		e.t.Fatalf("create %s: %d %s", name, code, b)
 	}
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	json.Unmarshal(b, &v)
 	if v.RegistrationToken == "" || v.Properties.ConnectivityStatus != "Connecting" {
 		e.t.Fatalf("create answer: %s", b)
@@ -144,7 +145,7 @@ func (e *env) enroll(name, token string) (int, string, *tls.Config) {
 	e.t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
-	body, _ := json.Marshal(relay.EnrollRequest{Cluster: name, Token: token, CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+	body, _ := json.Marshal(api.EnrollRequest{Cluster: name, Token: token, CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
 	resp, err := e.ts.Client().Post(e.ts.URL+"/agent/v1/enroll", "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		e.t.Fatal(err)
@@ -156,7 +157,7 @@ func (e *env) enroll(name, token string) (int, string, *tls.Config) {
 		json.Unmarshal(b, &st)
 		return resp.StatusCode, st.Message, nil
 	}
-	var cr relay.CertificateResponse
+	var cr api.CertificateResponse
 	if err := json.Unmarshal(b, &cr); err != nil {
 		e.t.Fatal(err)
 	}

@@ -3,13 +3,13 @@ package relay_test
 import (
 	"crypto/tls"
 	"encoding/json"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/relay"
 )
 
 func (e *env) heartbeat(id *tls.Config, body string) (int, string) {
@@ -25,13 +25,13 @@ func (e *env) heartbeat(id *tls.Config, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (e *env) get(name string) relay.ConnectedCluster {
+func (e *env) get(name string) api.ConnectedCluster {
 	e.t.Helper()
 	code, b := e.api("GET", "/api/v1/clusters/"+name, "")
 	if code != 200 {
 		e.t.Fatalf("get %s: %d %s", name, code, b)
 	}
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	if err := json.Unmarshal(b, &v); err != nil {
 		e.t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestEtagAndTags(t *testing.T) {
 		if code != 200 {
 			t.Fatalf("list %s: %d %s", q, code, b)
 		}
-		var l relay.ClusterList
+		var l api.ClusterList
 		json.Unmarshal(b, &l)
 		var names []string
 		for _, c := range l.Value {

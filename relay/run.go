@@ -17,6 +17,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
+	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
@@ -147,7 +148,7 @@ func adminToken(o *Options) (string, error) {
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && generate {
-		t := randomString(32)
+		t := secret.Random(32)
 		if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("write admin token: %w", err)
 		}

@@ -7,14 +7,14 @@ package connect
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/trust"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -83,7 +83,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	tlsCfg := cfg.TLSConfig
 	if tlsCfg == nil {
-		roots, err := certPool(cfg.RelayCAFile)
+		roots, err := trust.Pool(cfg.RelayCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("connect: relay CA bundle: %w", err)
 		}
@@ -102,7 +102,7 @@ func New(cfg Config) (*Agent, error) {
 		tc = tc.WithMetrics(tunnel.NewMetrics(cfg.Registry, "agent"))
 	}
 	c, err := tunnel.NewClient(tunnel.ClientOptions{
-		URL:     strings.TrimSuffix(cfg.RelayURL, "/") + "/agent/v1/clusters/" + url.PathEscape(cfg.Cluster) + "/tunnel",
+		URL:     strings.TrimSuffix(cfg.RelayURL, "/") + api.TunnelPath(cfg.Cluster),
 		Tunnels: cfg.Tunnels,
 		Targets: targets,
 		Dial: tunnel.DialOptions{
@@ -139,24 +139,6 @@ func (a *Agent) Healthz(w http.ResponseWriter, _ *http.Request) {
 	http.Error(w, "no tunnel to the relay is up", http.StatusServiceUnavailable)
 }
 
-func certPool(file string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if file == "" {
-		return pool, nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
-}
-
 func dialer(up Upstream) (tunnel.DialFunc, error) {
 	u, err := url.Parse(up.URL)
 	if err != nil || u.Host == "" {
@@ -171,7 +153,7 @@ func dialer(up Upstream) (tunnel.DialFunc, error) {
 	case "tcp":
 		return func(ctx context.Context) (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) }, nil
 	case "https":
-		roots, err := certPool(up.CAFile)
+		roots, err := trust.Pool(up.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("upstream CA: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -15,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/clusteragent/metadata"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
 
@@ -30,7 +30,7 @@ type Config struct {
 	// Client calls the relay with the cluster's certificate (mTLS).
 	Client *http.Client
 	// Collect gathers the metadata; nil sends heartbeats without metadata.
-	Collect func(context.Context) (metadata.Metadata, error)
+	Collect func(context.Context) (api.Metadata, error)
 	// Interval between heartbeats; zero means DefaultInterval. Each wait is
 	// jittered by ±10%.
 	Interval time.Duration
@@ -42,7 +42,7 @@ type Config struct {
 type Sender struct {
 	cfg  Config
 	log  *slog.Logger
-	sent *metadata.Metadata // last metadata the relay accepted
+	sent *api.Metadata // last metadata the relay accepted
 }
 
 // New returns a Sender.
@@ -65,7 +65,7 @@ func (s *Sender) Run(ctx context.Context) {
 	failures := 0
 	var lastErr, lastCollectErr string
 	for {
-		var md *metadata.Metadata
+		var md *api.Metadata
 		if s.cfg.Collect != nil {
 			m, err := s.cfg.Collect(ctx)
 			if err != nil {
@@ -117,19 +117,11 @@ func jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
-type request struct {
-	Metadata *metadata.Metadata `json:"metadata,omitempty"`
-}
-
-type response struct {
-	ConnectivityStatus string `json:"connectivityStatus"`
-}
-
-func (s *Sender) send(ctx context.Context, md *metadata.Metadata) (string, error) {
-	body, _ := json.Marshal(request{Metadata: md})
+func (s *Sender) send(ctx context.Context, md *api.Metadata) (string, error) {
+	body, _ := json.Marshal(api.HeartbeatRequest{Metadata: md})
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(s.cfg.RelayURL, "/")+"/agent/v1/heartbeat", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(s.cfg.RelayURL, "/")+api.HeartbeatPath, bytes.NewReader(body))
 	if err != nil {
 		return "", err
 	}
@@ -139,7 +131,7 @@ func (s *Sender) send(ctx context.Context, md *metadata.Metadata) (string, error
 		return "", fmt.Errorf("relay unreachable: %w", err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxAgentBody))
 	if resp.StatusCode != http.StatusOK {
 		var st struct {
 			Message string `json:"message"`
@@ -150,7 +142,7 @@ func (s *Sender) send(ctx context.Context, md *metadata.Metadata) (string, error
 		}
 		return "", fmt.Errorf("relay refused the heartbeat: HTTP %d: %s", resp.StatusCode, msg)
 	}
-	var r response
+	var r api.HeartbeatResponse
 	_ = json.Unmarshal(b, &r)
 	return r.ConnectivityStatus, nil
 }

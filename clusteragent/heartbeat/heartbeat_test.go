@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,8 +15,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/clusterconnect/clusterconnect/clusteragent/metadata"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -47,7 +46,7 @@ func TestOutageAndMetadataChanges(t *testing.T) {
 			w.Write([]byte(`{"kind":"Status","message":"relay is shutting down"}`))
 			return
 		}
-		var req request
+		var req api.HeartbeatRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		mu.Lock()
 		total++
@@ -64,8 +63,8 @@ func TestOutageAndMetadataChanges(t *testing.T) {
 	s := New(Config{
 		RelayURL: srv.URL,
 		Client:   srv.Client(),
-		Collect: func(context.Context) (metadata.Metadata, error) {
-			return metadata.Metadata{KubernetesVersion: "v1.37.2", TotalNodeCount: int(nodes.Load())}, nil
+		Collect: func(context.Context) (api.Metadata, error) {
+			return api.Metadata{KubernetesVersion: "v1.37.2", TotalNodeCount: int(nodes.Load())}, nil
 		},
 		Interval: 50 * time.Millisecond,
 		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),

@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/trust"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -319,7 +321,7 @@ func (id *Identity) enrol(ctx context.Context, token string, oldCA []byte) error
 		return fmt.Errorf("identity: %w", err)
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: id.roots(oldCA)}
-	is, err := id.call(ctx, tlsCfg, wire.EnrollPath, wire.EnrollRequest{Cluster: id.cfg.Cluster, Token: token, CSR: csr})
+	is, err := id.call(ctx, tlsCfg, api.EnrollPath, api.EnrollRequest{Cluster: id.cfg.Cluster, Token: token, CSR: csr})
 	if err != nil {
 		return fmt.Errorf("identity: enrol cluster %s with relay %s: %w", id.cfg.Cluster, id.base, err)
 	}
@@ -346,10 +348,7 @@ func (id *Identity) newState(cert *tls.Certificate, caPEM []byte) *state {
 
 // roots is the pool the relay is verified with.
 func (id *Identity) roots(caPEM []byte) *x509.CertPool {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
+	pool := trust.SystemPool()
 	pool.AppendCertsFromPEM(id.extraCA)
 	pool.AppendCertsFromPEM(caPEM)
 	return pool

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"net"
 	"net/http"
@@ -128,15 +129,15 @@ func (id *Identity) call(ctx context.Context, tlsCfg *tls.Config, path string, r
 		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBodySize+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, api.MaxAgentBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("read the relay's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, relayError(resp.StatusCode, data)
 	}
-	if len(data) > wire.MaxBodySize {
-		return nil, fmt.Errorf("relay answer is larger than %d bytes", wire.MaxBodySize)
+	if len(data) > api.MaxAgentBody {
+		return nil, fmt.Errorf("relay answer is larger than %d bytes", api.MaxAgentBody)
 	}
 	return wire.ParseResponse(data)
 }

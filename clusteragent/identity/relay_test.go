@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"log"
 	"math/big"
@@ -179,7 +180,7 @@ func writeStatus(w http.ResponseWriter, code int, reason, msg string) {
 
 func (r *fakeRelay) enroll(w http.ResponseWriter, req *http.Request) {
 	r.enrolls.Add(1)
-	var in wire.EnrollRequest
+	var in api.EnrollRequest
 	if err := json.NewDecoder(req.Body).Decode(&in); err != nil {
 		writeStatus(w, http.StatusBadRequest, "BadRequest", err.Error())
 		return
@@ -222,7 +223,7 @@ func (r *fakeRelay) renew(w http.ResponseWriter, req *http.Request) {
 		writeStatus(w, fail.StatusCode, fail.Reason, fail.Message)
 		return
 	}
-	var in wire.RenewRequest
+	var in api.RenewRequest
 	if err := json.NewDecoder(req.Body).Decode(&in); err != nil {
 		writeStatus(w, http.StatusBadRequest, "BadRequest", err.Error())
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/clusteragent/identity/wire"
@@ -119,7 +120,7 @@ func (id *Identity) renew(ctx context.Context, st *state) error {
 			return st.cert, nil
 		},
 	}
-	is, err := id.call(ctx, tlsCfg, wire.RenewPath, wire.RenewRequest{CSR: csr})
+	is, err := id.call(ctx, tlsCfg, api.RenewPath, api.RenewRequest{CSR: csr})
 	if err != nil {
 		return fmt.Errorf("identity: renew the certificate of cluster %s with relay %s: %w", id.cfg.Cluster, id.base, err)
 	}

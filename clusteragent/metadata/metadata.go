@@ -6,6 +6,7 @@ package metadata
 import (
 	"context"
 	"fmt"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,18 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// Metadata is what the agent reports. Its JSON is the relay's wire format
-// (POST /agent/v1/heartbeat, field "metadata").
-type Metadata struct {
-	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
-	AgentVersion      string `json:"agentVersion,omitempty"`
-	TotalNodeCount    int    `json:"totalNodeCount"`
-	TotalCoreCount    int    `json:"totalCoreCount"`
-	Distribution      string `json:"distribution,omitempty"`
-	Infrastructure    string `json:"infrastructure,omitempty"`
-}
-
-// Collector gathers Metadata.
+// Collector gathers the api.Metadata a heartbeat carries.
 type Collector struct {
 	Client       kubernetes.Interface
 	AgentVersion string
@@ -32,8 +22,8 @@ type Collector struct {
 
 // Collect reads the server version and lists the nodes (in pages, so large
 // clusters are fine).
-func (c *Collector) Collect(ctx context.Context) (Metadata, error) {
-	md := Metadata{AgentVersion: c.AgentVersion}
+func (c *Collector) Collect(ctx context.Context) (api.Metadata, error) {
+	md := api.Metadata{AgentVersion: c.AgentVersion}
 	v, err := c.Client.Discovery().ServerVersion()
 	if err != nil {
 		return md, fmt.Errorf("read the server version: %w", err)

@@ -1,6 +1,6 @@
-// Package wire is the format of cluster enrolment and certificate renewal
-// between an agent (package identity) and the relay. It has no dependencies
-// beyond the standard library so that both sides can share it.
+// Package wire encodes and checks the certificates of cluster enrolment and
+// renewal between an agent (package identity) and the relay; the request and
+// answer types and paths are in pkg/api.
 //
 //	POST /agent/v1/enroll   (no client certificate)
 //	  {"cluster":"<name>","token":"<registration token>","csr":"<PEM CERTIFICATE REQUEST>"}
@@ -28,51 +28,24 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 )
 
-// Endpoints, relative to the relay's base URL.
-const (
-	EnrollPath = "/agent/v1/enroll"
-	RenewPath  = "/agent/v1/renew"
-)
-
-// MaxBodySize bounds a request or answer: a certificate chain and a CA
-// bundle are a few KiB.
-const MaxBodySize = 1 << 20
-
-// notAfterSlack is how far Response.NotAfter may be from the leaf's NotAfter
-// (it is printed at second precision).
+// notAfterSlack is how far CertificateResponse.NotAfter may be from the
+// leaf's NotAfter (it is printed at second precision).
 const notAfterSlack = time.Second
 
-// EnrollRequest is the body of POST EnrollPath.
-type EnrollRequest struct {
-	Cluster string `json:"cluster"`
-	Token   string `json:"token"`
-	CSR     string `json:"csr"`
-}
-
-// RenewRequest is the body of POST RenewPath.
-type RenewRequest struct {
-	CSR string `json:"csr"`
-}
-
-// Response is the relay's answer to both.
-type Response struct {
-	Certificate string `json:"certificate"`
-	CABundle    string `json:"caBundle"`
-	NotAfter    string `json:"notAfter"`
-}
-
 // NewResponse encodes an issued chain (leaf first) and CA bundle.
-func NewResponse(chain, caBundle []*x509.Certificate) Response {
-	return Response{
+func NewResponse(chain, caBundle []*x509.Certificate) api.CertificateResponse {
+	return api.CertificateResponse{
 		Certificate: string(EncodeCertificates(chain...)),
 		CABundle:    string(EncodeCertificates(caBundle...)),
 		NotAfter:    chain[0].NotAfter.UTC().Format(time.RFC3339),
 	}
 }
 
-// Issued is a parsed Response.
+// Issued is a parsed api.CertificateResponse.
 type Issued struct {
 	Chain    []*x509.Certificate // leaf first; never empty
 	CABundle []*x509.Certificate // may be empty
@@ -84,7 +57,7 @@ func (i *Issued) Leaf() *x509.Certificate { return i.Chain[0] }
 // ParseResponse checks and parses a 200 answer. The leaf decides the
 // lifetime; NotAfter, if present, must agree with it.
 func ParseResponse(body []byte) (*Issued, error) {
-	var r Response
+	var r api.CertificateResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("relay answer is not the expected JSON: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"math/big"
 	"strings"
 	"testing"
@@ -65,15 +66,15 @@ func TestParseResponseRefuses(t *testing.T) {
 	cert := string(EncodeCertificates(leaf))
 	for _, tc := range []struct {
 		name string
-		r    Response
+		r    api.CertificateResponse
 		want string
 	}{
-		{"no certificate", Response{}, "certificate is empty"},
-		{"not PEM", Response{Certificate: "hello"}, "no PEM block"},
-		{"a key", Response{Certificate: cert + string(key)}, `"PRIVATE KEY", want CERTIFICATE`},
-		{"bad bundle", Response{Certificate: cert, CABundle: "x"}, "caBundle"},
-		{"bad notAfter", Response{Certificate: cert, NotAfter: "tomorrow"}, "notAfter"},
-		{"other notAfter", Response{Certificate: cert, NotAfter: leaf.NotAfter.Add(time.Hour).Format(time.RFC3339)}, "does not match"},
+		{"no certificate", api.CertificateResponse{}, "certificate is empty"},
+		{"not PEM", api.CertificateResponse{Certificate: "hello"}, "no PEM block"},
+		{"a key", api.CertificateResponse{Certificate: cert + string(key)}, `"PRIVATE KEY", want CERTIFICATE`},
+		{"bad bundle", api.CertificateResponse{Certificate: cert, CABundle: "x"}, "caBundle"},
+		{"bad notAfter", api.CertificateResponse{Certificate: cert, NotAfter: "tomorrow"}, "notAfter"},
+		{"other notAfter", api.CertificateResponse{Certificate: cert, NotAfter: leaf.NotAfter.Add(time.Hour).Format(time.RFC3339)}, "does not match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := json.Marshal(tc.r)
@@ -101,7 +102,7 @@ func TestStatusMessage(t *testing.T) {
 func FuzzParseResponse(f *testing.F) {
 	leaf, key := selfSigned(f, "c1")
 	ca, _ := selfSigned(f, "ca")
-	for _, r := range []Response{
+	for _, r := range []api.CertificateResponse{
 		NewResponse([]*x509.Certificate{leaf}, []*x509.Certificate{ca}),
 		{Certificate: string(EncodeCertificates(leaf)) + "# intermediate\n" + string(EncodeCertificates(ca))},
 		{Certificate: string(EncodeCertificates(leaf)) + string(key)},

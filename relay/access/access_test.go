@@ -1,4 +1,6 @@
-package relay
+package access
+
+import "github.com/clusterconnect/clusterconnect/pkg/api"
 
 import "testing"
 
@@ -7,25 +9,25 @@ func TestMatchAction(t *testing.T) {
 		pattern, action string
 		want            bool
 	}{
-		{ActionPrefix + "*", ActionPrefix + "pods/read", true},
-		{ActionPrefix + "apps/*/read", ActionPrefix + "apps/deployments/read", true},
-		{ActionPrefix + "apps/*/read", ActionPrefix + "apps/deployments/write", false},
-		{ActionPrefix + "secrets/*", ActionPrefix + "secrets/read", true},
-		{ActionPrefix + "secrets/*", ActionPrefix + "secretsx/read", false},
-		{ActionPrefix + "pods/read", ActionPrefix + "pods/log/read", false},
-		{ActionPrefix + "pods/*", ActionPrefix + "pods/exec/action", true},
+		{prefix + "*", prefix + "pods/read", true},
+		{prefix + "apps/*/read", prefix + "apps/deployments/read", true},
+		{prefix + "apps/*/read", prefix + "apps/deployments/write", false},
+		{prefix + "secrets/*", prefix + "secrets/read", true},
+		{prefix + "secrets/*", prefix + "secretsx/read", false},
+		{prefix + "pods/read", prefix + "pods/log/read", false},
+		{prefix + "pods/*", prefix + "pods/exec/action", true},
 		{"*", "anything", true},
 		{"a*b*c", "aXXbYYc", true},
 		{"a*b*c", "aXXbYY", false},
 	} {
-		if got := matchAction(tc.pattern, tc.action); got != tc.want {
-			t.Errorf("matchAction(%q, %q) = %v", tc.pattern, tc.action, got)
+		if got := MatchAction(tc.pattern, tc.action); got != tc.want {
+			t.Errorf("MatchAction(%q, %q) = %v", tc.pattern, tc.action, got)
 		}
 	}
 }
 
 func TestBuiltInRoles(t *testing.T) {
-	a := func(s string) string { return ActionPrefix + s }
+	a := func(s string) string { return api.ActionPrefix + s }
 	for _, tc := range []struct {
 		role, action string
 		want         bool
@@ -44,12 +46,12 @@ func TestBuiltInRoles(t *testing.T) {
 		{"Cluster Admin", a("rbac.authorization.k8s.io/clusterroles/write"), true},
 		{"Cluster Admin", a("nodes/delete"), true},
 	} {
-		if got := BuiltInRoles[tc.role].Allows(tc.action); got != tc.want {
+		if got := Allows(BuiltIn[tc.role], tc.action); got != tc.want {
 			t.Errorf("%s allows %s = %v, want %v", tc.role, tc.action, got, tc.want)
 		}
 	}
-	custom := Role{DataActions: []string{a("*")}, NotDataActions: []string{a("secrets/*")}}
-	if !custom.Allows(a("pods/delete")) || custom.Allows(a("secrets/read")) {
+	custom := api.Role{DataActions: []string{a("*")}, NotDataActions: []string{a("secrets/*")}}
+	if !Allows(custom, a("pods/delete")) || Allows(custom, a("secrets/read")) {
 		t.Error("notDataActions not subtracted")
 	}
 }

@@ -1,0 +1,324 @@
+// Package dataplane is the relay's hot path: it keeps each cluster's pool of
+// agent tunnels, and proxies kubectl's requests for /clusters/<name>/… into a
+// stream of one of them (prefix removed, upgrades as byte pipes, responses
+// flushed as they stream). Nothing on this path touches the store, except to
+// tell an unknown cluster (404) from a disconnected one (503) once there is no
+// tunnel.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+)
+
+// Config wires a Plane.
+type Config struct {
+	// Registered reports whether a cluster is registered; the plane asks
+	// only when a cluster has no tunnel (404 or 503), and after accepting a
+	// tunnel (a delete that raced with the connect wins). Required.
+	Registered func(ctx context.Context, name string) (bool, error)
+	// Tunnel tunes the relay's side of each tunnel. Nil means defaults.
+	Tunnel *tunnel.Config
+	// Metrics of the tunnels; nil means none.
+	Metrics *tunnel.Metrics
+	// Registry receives the proxy's request counter; nil means none.
+	Registry prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil means discard.
+	Logger *slog.Logger
+}
+
+// BusyRetryAfter is the Retry-After (seconds) of a 503 ClusterBusy.
+const BusyRetryAfter = 1
+
+// Plane holds the tunnels and proxies into them. It is an http.Handler for
+// the /clusters/{name}/… routes.
+type Plane struct {
+	cfg   Config
+	log   *slog.Logger
+	proxy *httputil.ReverseProxy
+	tr    *http.Transport
+	reqs  *prometheus.CounterVec
+
+	mu       sync.Mutex
+	pools    map[string]*tunnel.Pool
+	draining bool
+	inflight sync.WaitGroup // proxied requests, upgrades included
+	agents   sync.WaitGroup // accepted tunnels
+	shutdown chan struct{}
+	stopOnce sync.Once
+}
+
+// New returns a Plane for cfg.
+func New(cfg Config) (*Plane, error) {
+	if cfg.Registered == nil {
+		return nil, errors.New("dataplane: Registered is required")
+	}
+	if err := cfg.Tunnel.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p := &Plane{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		pools:    map[string]*tunnel.Pool{},
+		shutdown: make(chan struct{}),
+		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "relay", Name: "proxy_requests_total",
+			Help: "Requests proxied to clusters, by HTTP status code.",
+		}, []string{"code"}),
+	}
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(p.reqs)
+	}
+	p.tr = &http.Transport{
+		DialContext:           p.dialCluster,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Pass the client's Accept-Encoding through untouched.
+		DisableCompression: true,
+		WriteBufferSize:    64 << 10,
+		ReadBufferSize:     64 << 10,
+	}
+	p.proxy = &httputil.ReverseProxy{
+		Rewrite:   p.rewrite,
+		Transport: p.tr,
+		// Streaming responses (watch, logs -f: no Content-Length) are
+		// flushed on every write by ReverseProxy itself; sized responses
+		// go out in full buffers rather than one TLS record per write.
+		FlushInterval:  0,
+		ErrorHandler:   p.proxyError,
+		ModifyResponse: func(r *http.Response) error { p.reqs.WithLabelValues(fmt.Sprint(r.StatusCode)).Inc(); return nil },
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return p, nil
+}
+
+// Connected reports the number of live tunnels of a cluster.
+func (p *Plane) Connected(name string) int {
+	p.mu.Lock()
+	pl := p.pools[name]
+	p.mu.Unlock()
+	if pl == nil {
+		return 0
+	}
+	return pl.Len()
+}
+
+func (p *Plane) pool(name string, create bool) *tunnel.Pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pl := p.pools[name]
+	if pl == nil && create {
+		pl = &tunnel.Pool{}
+		p.pools[name] = pl
+	}
+	return pl
+}
+
+// Accept upgrades an authenticated agent's request to a tunnel of cluster
+// and serves it until it closes, the relay shuts down, or expires (the
+// credential's end; zero means never) passes. log carries the connection's
+// attributes.
+func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, expires time.Time, log *slog.Logger) {
+	select {
+	case <-p.shutdown:
+		apistatus.Error(w, http.StatusServiceUnavailable, "relay is shutting down; reconnect later")
+		return
+	default:
+	}
+	tc := p.cfg.Tunnel.WithLogger(log).WithMetrics(p.cfg.Metrics)
+	sess, err := tunnel.Accept(w, r, tc)
+	if err != nil {
+		log.Warn("tunnel upgrade failed", "err", err)
+		return
+	}
+	p.agents.Add(1)
+	defer p.agents.Done()
+	pl := p.pool(cluster, true)
+	pl.Add(sess)
+	// A delete that raced with this connect must still win.
+	if ok, err := p.cfg.Registered(context.Background(), cluster); err == nil && !ok {
+		sess.Close()
+	}
+	log.Info("agent tunnel connected", "tunnels", pl.Len(), "credential_expires", expires)
+	// The tunnel lives no longer than the credential it was opened with.
+	if !expires.IsZero() {
+		t := time.AfterFunc(expires.Sub(p.cfg.Now()), func() {
+			log.Warn("closing tunnel: its certificate expired", "expired", expires)
+			sess.Close()
+		})
+		defer t.Stop()
+	}
+	<-sess.Done()
+	log.Info("agent tunnel closed", "tunnels", pl.Len())
+}
+
+// CloseTunnels closes every tunnel of a cluster at once.
+func (p *Plane) CloseTunnels(name, why string) {
+	p.mu.Lock()
+	pl := p.pools[name]
+	delete(p.pools, name)
+	p.mu.Unlock()
+	if pl != nil {
+		pl.Close()
+	}
+	p.log.Info("tunnels closed", "cluster", name, "why", why)
+}
+
+// ServeHTTP proxies kubectl's request into the cluster's tunnel. Nothing is
+// looked up here: the proxy's dialer finds the cluster's pool when it needs a
+// new connection, and only when there is no tunnel does proxyError consult the
+// store to tell an unknown cluster (404) from a disconnected one (503).
+func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !api.ValidClusterName(name) {
+		// It could not have been registered; and it becomes the proxy's Host.
+		p.reqs.WithLabelValues("404").Inc()
+		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("cluster %q is not registered with this relay (cluster names are lowercase DNS labels)", name))
+		return
+	}
+	p.mu.Lock()
+	if p.draining {
+		p.mu.Unlock()
+		p.reqs.WithLabelValues("503").Inc()
+		w.Header().Set("Retry-After", fmt.Sprint(BusyRetryAfter))
+		apistatus.Write(w, http.StatusServiceUnavailable, api.ReasonClusterBusy, "relay is shutting down: retry, and the load balancer sends you to another relay")
+		return
+	}
+	p.inflight.Add(1)
+	p.mu.Unlock()
+	defer p.inflight.Done()
+	p.proxy.ServeHTTP(w, r)
+}
+
+func notConnected(name string) string {
+	return fmt.Sprintf("cluster %s is not connected: no agent tunnel is up; check that the clusterconnect agent runs in the cluster and can reach the relay", name)
+}
+
+func (p *Plane) rewrite(pr *httputil.ProxyRequest) {
+	name := pr.In.PathValue("name")
+	rest := strings.TrimPrefix(pr.In.URL.EscapedPath(), api.ClusterProxyPrefix+name)
+	if rest == "" {
+		rest = "/"
+	}
+	path, err := url.PathUnescape(rest)
+	if err != nil {
+		path = rest
+	}
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = name
+	pr.Out.URL.Path = path
+	pr.Out.URL.RawPath = rest
+	pr.Out.Host = name
+}
+
+// dialCluster is the proxy transport's dialer: the "host" is a cluster name.
+func (p *Plane) dialCluster(ctx context.Context, _, addr string) (net.Conn, error) {
+	name, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		name = addr
+	}
+	pl := p.pool(name, false)
+	if pl == nil {
+		return nil, tunnel.ErrNoTunnel
+	}
+	return pl.Open(ctx, api.KubeTarget)
+}
+
+// busy reports whether a Pool.Open error means that tunnels are up but every
+// one refused the stream (too many streams, or draining), rather than that
+// there is no tunnel at all.
+func busy(err error) bool {
+	var se *tunnel.StreamError
+	return errors.Is(err, tunnel.ErrTooManyStreams) || errors.Is(err, tunnel.ErrSessionClosed) ||
+		(errors.As(err, &se) && (se.Code == tunnel.CodeTooManyStreams || se.Code == tunnel.CodeShuttingDown))
+}
+
+func (p *Plane) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	name := r.PathValue("name")
+	if r.Context().Err() != nil {
+		// The client went away; there is nobody to answer.
+		p.reqs.WithLabelValues("499").Inc()
+		return
+	}
+	code, reason, msg := http.StatusBadGateway, apistatus.Reason(http.StatusBadGateway), fmt.Sprintf("request to cluster %s failed in its tunnel: %v", name, err)
+	var se *tunnel.StreamError
+	var ne net.Error
+	switch {
+	case errors.Is(err, tunnel.ErrNoTunnel) && busy(err):
+		code, reason = http.StatusServiceUnavailable, api.ReasonClusterBusy
+		msg = fmt.Sprintf("cluster %s is busy: every agent tunnel refused a new stream (%v); retry in a moment", name, err)
+		w.Header().Set("Retry-After", fmt.Sprint(BusyRetryAfter))
+	case errors.Is(err, tunnel.ErrNoTunnel):
+		code, reason, msg = http.StatusServiceUnavailable, apistatus.Reason(http.StatusServiceUnavailable), notConnected(name)
+		if ok, rerr := p.cfg.Registered(r.Context(), name); rerr == nil && !ok {
+			code, reason, msg = http.StatusNotFound, apistatus.Reason(http.StatusNotFound), fmt.Sprintf("cluster %q is not registered with this relay", name)
+		}
+	case errors.As(err, &se) && se.Code == tunnel.CodeDialFailed:
+		msg = fmt.Sprintf("the agent of cluster %s could not reach the Kubernetes API server: %s", name, se.Message)
+	case errors.As(err, &se):
+		msg = fmt.Sprintf("the agent of cluster %s refused the request: %s: %s", name, se.Code, se.Message)
+	case errors.As(err, &ne) && ne.Timeout():
+		code, reason, msg = http.StatusGatewayTimeout, apistatus.Reason(http.StatusGatewayTimeout), fmt.Sprintf("the agent of cluster %s did not answer in time: %v", name, err)
+	}
+	if code != http.StatusNotFound {
+		p.log.Warn("proxy error", "cluster", name, "path", r.URL.Path, "code", code, "err", err)
+	}
+	p.reqs.WithLabelValues(fmt.Sprint(code)).Inc()
+	apistatus.Write(w, code, reason, msg)
+}
+
+// Shutdown drains: new requests are refused at once, requests in flight
+// (upgrades included) may finish until ctx is done, then the idle proxy
+// connections — each an open stream — are closed and every tunnel is drained
+// and closed. Agents reconnect to another relay, or to this one when it is
+// back. It returns as soon as nothing is in flight.
+func (p *Plane) Shutdown(ctx context.Context) error {
+	p.stopOnce.Do(func() { close(p.shutdown) })
+	p.mu.Lock()
+	p.draining = true
+	pools := make([]*tunnel.Pool, 0, len(p.pools))
+	for _, pl := range p.pools {
+		pools = append(pools, pl)
+	}
+	p.mu.Unlock()
+	// New requests are refused from here on; idle keep-alive connections
+	// would otherwise hold their streams open until the deadline.
+	p.tr.CloseIdleConnections()
+	done := make(chan struct{})
+	go func() { p.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	p.tr.CloseIdleConnections()
+	var errs []error
+	for _, pl := range pools {
+		errs = append(errs, pl.Shutdown(ctx))
+	}
+	p.agents.Wait()
+	return errors.Join(errs...)
+}
