@@ -65,6 +65,12 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, 0) }
 // newEnvWith sets the relay's OfflineAfter (zero: the default).
 func newEnvWith(t *testing.T, offlineAfter time.Duration) *env {
 	t.Helper()
+	return newEnvTunnel(t, offlineAfter, &tunnel.Config{DialTimeout: 3 * time.Second})
+}
+
+// newEnvTunnel also sets the relay's side of the tunnels.
+func newEnvTunnel(t *testing.T, offlineAfter time.Duration, tc *tunnel.Config) *env {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenBolt(filepath.Join(dir, "relay.db"))
 	if err != nil {
@@ -92,7 +98,7 @@ func newEnvWith(t *testing.T, offlineAfter time.Duration) *env {
 		ClusterCA:    ca,
 		Now:          e.clock,
 		OfflineAfter: offlineAfter,
-		Tunnel:       &tunnel.Config{DialTimeout: 3 * time.Second},
+		Tunnel:       tc,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
