@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
 )
 
 func (e *env) checkAccess(id *tls.Config, oid string, groups []string, ns string, actions ...string) (int, []api.Decision) {

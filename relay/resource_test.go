@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 func (e *env) heartbeat(id *tls.Config, body string) (int, string) {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
-	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
+	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
