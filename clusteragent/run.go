@@ -72,7 +72,18 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		return fmt.Errorf("listen on %s: %w", o.Listen, err)
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
+	// The health server failing stops the agent: its probes would fail
+	// anyway, and the error says why.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health server failed; stopping", "err", err)
+			stop(fmt.Errorf("health server on %s: %w", ln.Addr(), err))
+		}
+	}()
 	log.Info("clusteragent started", "cluster", o.Cluster, "relay", o.RelayURL, "upstream", o.Upstream, "tunnels", o.Tunnels, "health", ln.Addr().String())
 	if ready != nil {
 		ready(ln.Addr().String())
@@ -110,6 +121,10 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	<-healthDone
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("clusteragent stopped")
