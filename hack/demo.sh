@@ -3,7 +3,10 @@
 #   etcd + kube-apiserver (real, built from the Go module proxy)
 #   relay  <-- tunnels --  clusteragent  --> kube-aad-proxy --> kube-apiserver
 #   devaad: a local stand-in for Entra ID (OIDC issuer, device-code login, Graph)
-# and a relay-issued kubeconfig for kubectl.
+# a test-kubelet node with a Running Pod (exec, logs -f, port-forward), and a
+# relay-issued kubeconfig for kubectl. Every command printed at the end names
+# its files by absolute path (connectctl with --config), so it works pasted
+# into any shell.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,6 +21,13 @@ aad_issuer_port="${DEMO_AAD_ISSUER_PORT:-18446}"
 guard_port="${DEMO_GUARD_PORT:-18447}"
 guard_health_port="${DEMO_GUARD_HEALTH_PORT:-18448}"
 aad_audience="api://clusterconnect-demo"
+pod_port="${DEMO_POD_PORT:-18449}"         # the demo Pod's HTTP page (the test kubelet forwards to 127.0.0.1:<port>)
+forward_port="${DEMO_FORWARD_PORT:-18450}" # the local end of the printed kubectl port-forward
+pod_log_every=3s                           # how often the demo Pod logs a line
+# connectctl's config for the demo relay: the demo's own file, never the
+# user's ~/.config/connectctl/config.yaml. Every connectctl call names it.
+cc_config="$state/connectctl.yaml"
+cc=("$bin/connectctl" --config "$cc_config")
 
 stop_pid() { # name
 	local f="$state/$1.pid"
@@ -85,8 +95,9 @@ up() {
 	apiserver_args=()
 	for f in "${guard_flags[@]}"; do apiserver_args+=(--apiserver-arg "$f"); done
 
-	echo "==> starting etcd and kube-apiserver"
-	start_bg devcluster "$state/devcluster.log" "$bin/devcluster" --dir "$state/cluster" "${apiserver_args[@]}"
+	echo "==> starting etcd, kube-apiserver and a test kubelet (node demo-node, with a Running Pod)"
+	start_bg devcluster "$state/devcluster.log" "$bin/devcluster" --dir "$state/cluster" "${apiserver_args[@]}" \
+		--pod-listen "127.0.0.1:$pod_port" --pod-log-every "$pod_log_every"
 	wait_for "kube-apiserver" 120 test -f "$state/cluster/cluster.env"
 	# shellcheck disable=SC1091
 	source "$state/cluster/cluster.env"
@@ -131,11 +142,10 @@ YAML
 	start_bg relay "$state/relay.log" "$bin/relay" --listen "127.0.0.1:$relay_port" \
 		--data-dir "$state/relay" --external-url "$relay_url"
 	wait_for "relay" 30 test -f "$state/relay/admin-token"
-	export CONNECTCTL_CONFIG="$state/connectctl.yaml"
-	wait_for "relay" 30 "$bin/connectctl" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --token-file "$state/relay/admin-token"
+	wait_for "relay" 30 "${cc[@]}" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --token-file "$state/relay/admin-token"
 
 	echo "==> registering cluster '$cluster_name' (one-time registration token)"
-	"$bin/connectctl" clusters create "$cluster_name" --token-file "$state/registration.token" >/dev/null
+	"${cc[@]}" clusters create "$cluster_name" --token-file "$state/registration.token" >/dev/null
 
 	echo "==> starting the clusterconnect agent: it enrols (key made locally, certificate from the relay,"
 	echo "    kept in Secret clusterconnect/clusterconnect-identity) and opens 2 tunnels with mTLS"
@@ -144,7 +154,7 @@ YAML
 		--cluster "$cluster_name" --registration-token-file "$state/registration.token" \
 		--relay-ca-file "$state/relay/ca.crt" --namespace clusterconnect --kubeconfig "$ADMIN_KUBECONFIG" \
 		--upstream "https://127.0.0.1:$aad_proxy_port" --upstream-ca-file "$PROXY_CA" --listen 127.0.0.1:0
-	wait_for "agent heartbeat" 30 sh -c "'$bin/connectctl' show '$cluster_name' -o json | grep -q '\"connectivityStatus\": \"Connected\"'"
+	wait_for "agent heartbeat" 30 sh -c "'$bin/connectctl' --config '$cc_config' show '$cluster_name' -o json | grep -q '\"connectivityStatus\": \"Connected\"'"
 
 	echo "==> starting guard with the cluster's identity (its Secret's tls.crt/tls.key, as a mounted Secret would give)"
 	mkdir -p "$state/guard/identity"
@@ -159,18 +169,18 @@ YAML
 		--relay-ca-file "$state/relay/ca.crt" --denied-ttl 5s
 	wait_for "guard" 30 grep -q "guard listening" "$state/guard.log"
 	echo "==> an Azure-RBAC-style assignment: the Entra demo user is Viewer of cluster '$cluster_name'"
-	"$bin/connectctl" role assign --assignee "$USER_OID" --role Viewer --cluster "$cluster_name" >/dev/null
+	"${cc[@]}" role assign --assignee "$USER_OID" --role Viewer --cluster "$cluster_name" >/dev/null
 
 	echo "==> a service-account token for the demo user (cluster-admin)"
 	"${admin[@]}" -n kube-system create serviceaccount demo-admin >/dev/null
 	"${admin[@]}" create clusterrolebinding demo-admin --clusterrole=cluster-admin --serviceaccount=kube-system:demo-admin >/dev/null
 	token="$("${admin[@]}" -n kube-system create token demo-admin --duration=24h)"
 
-	"$bin/connectctl" kubeconfig "$cluster_name" --token "$token" --file "$state/kubeconfig" >/dev/null
+	"${cc[@]}" kubeconfig "$cluster_name" --token "$token" --file "$state/kubeconfig" >/dev/null
 
 	echo "==> an Entra-style kubeconfig: connectctl get-token signs in with the device code (auto-approved"
 	echo "    by the local issuer as dev@contoso.example); kube-aad-proxy impersonates, guard authorizes"
-	"$bin/connectctl" kubeconfig "$cluster_name" --file "$state/kubeconfig-entra" >/dev/null
+	"${cc[@]}" kubeconfig "$cluster_name" --file "$state/kubeconfig-entra" >/dev/null
 	entra_user="$(kubectl config --kubeconfig "$state/kubeconfig-entra" view -o jsonpath='{.contexts[0].context.user}')"
 	kubectl config --kubeconfig "$state/kubeconfig-entra" set-credentials "$entra_user" --token= \
 		--exec-api-version client.authentication.k8s.io/v1 --exec-command "$bin/connectctl" \
@@ -178,14 +188,31 @@ YAML
 		--exec-arg=--client-id --exec-arg=connectctl-demo --exec-arg=--scope --exec-arg="$aad_audience/.default" \
 		--exec-arg=--issuer-ca-file --exec-arg="$ISSUER_CA" --exec-arg=--cache-dir --exec-arg="$state/aad/token-cache" \
 		--exec-interactive-mode Never >/dev/null
-	"$bin/connectctl" list
+	"${cc[@]}" list
+	kc="$state/kubeconfig"
 	cat <<MSG
 
 The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-aad-proxy -> kube-apiserver.
 Relay-issued kubeconfig (service-account token, passed through by kube-aad-proxy): $state/kubeconfig
 Try:
 
-  kubectl --kubeconfig $state/kubeconfig get ns
+  kubectl --kubeconfig $kc get ns
+  kubectl --kubeconfig $kc -n $POD_NAMESPACE get pods -o wide
+
+The streaming half of the path, to Pod $POD_NAMESPACE/$POD_NAME on the test kubelet's node (it has no container
+runtime: exec runs the command as a local process, the log gets a line every $pod_log_every and one per HTTP request,
+and port-forward reaches a small HTTP page on port $POD_PORT):
+
+  kubectl --kubeconfig $kc -n $POD_NAMESPACE exec $POD_NAME -- sh -c 'echo "hello from \$POD_NAMESPACE/\$POD_NAME"'
+  echo 'stdin goes through too' | kubectl --kubeconfig $kc -n $POD_NAMESPACE exec -i $POD_NAME -- tr a-z A-Z
+  kubectl --kubeconfig $kc -n $POD_NAMESPACE logs -f $POD_NAME   # Ctrl-C to stop
+  kubectl --kubeconfig $kc -n $POD_NAMESPACE port-forward pod/$POD_NAME $forward_port:$POD_PORT   # then, in another shell:
+  curl -s http://127.0.0.1:$forward_port/
+
+The relay's side, with connectctl (the demo logged in to its own config file, $cc_config):
+
+  $bin/connectctl --config $cc_config list
+  $bin/connectctl --config $cc_config show $cluster_name
 
 The same cluster as an Entra user (connectctl get-token as exec plugin; kube-aad-proxy impersonates; guard
 authorizes from the relay's role assignments — the user is Viewer):
@@ -193,7 +220,7 @@ authorizes from the relay's role assignments — the user is Viewer):
   kubectl --kubeconfig $state/kubeconfig-entra auth whoami
   kubectl --kubeconfig $state/kubeconfig-entra get pods -A          # allowed: Viewer reads pods
   kubectl --kubeconfig $state/kubeconfig-entra get secrets -A       # forbidden: Viewer does not read secrets
-  $bin/connectctl role assign --assignee $USER_OID --role Writer --cluster $cluster_name   # secrets work ~10 s later (caches)
+  $bin/connectctl --config $cc_config role assign --assignee $USER_OID --role Writer --cluster $cluster_name   # secrets work ~10 s later (caches)
 
 Logs are in $state/*.log; stop everything with: make demo-down
 MSG
