@@ -23,8 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
-	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 )
@@ -339,7 +339,7 @@ func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
 	mux := http.NewServeMux()
 	// Just enough of the relay's enrolment for the agent to get an identity.
 	mux.HandleFunc("POST /agent/v1/enroll", func(w http.ResponseWriter, r *http.Request) {
-		var req relay.EnrollRequest
+		var req api.EnrollRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		csr, err := clusterca.ParseCSR([]byte(req.CSR))
 		if err != nil {
@@ -347,7 +347,7 @@ func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
 			return
 		}
 		certPEM, cert, _ := ca.Issue(csr, clusterca.Identity{Cluster: req.Cluster, UID: "u", Generation: 1}, time.Now(), time.Hour)
-		json.NewEncoder(w).Encode(relay.CertificateResponse{Certificate: string(certPEM), NotAfter: cert.NotAfter})
+		json.NewEncoder(w).Encode(api.CertificateResponse{Certificate: string(certPEM), NotAfter: cert.NotAfter.UTC().Format(time.RFC3339)})
 	})
 	mux.HandleFunc("GET /agent/v1/clusters/{name}/tunnel", func(w http.ResponseWriter, r *http.Request) {
 		s, err := tunnel.Accept(w, r, nil)

@@ -13,18 +13,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/clusterconnect/clusterconnect/relay"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 )
 
 // show returns connectctl's JSON view of a cluster.
-func (r *relayProc) show(t *testing.T, ctx context.Context, name string) relay.ConnectedCluster {
+func (r *relayProc) show(t *testing.T, ctx context.Context, name string) api.ConnectedCluster {
 	t.Helper()
 	out, err := r.connectctl(ctx, "show", name, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		t.Fatalf("connectctl show -o json: %v\n%s", err, out)
 	}
@@ -33,7 +33,7 @@ func (r *relayProc) show(t *testing.T, ctx context.Context, name string) relay.C
 
 // waitStatus polls until the cluster's status is want and the relay has
 // recorded the transition to it.
-func (r *relayProc) waitStatus(t *testing.T, ctx context.Context, name, want string) relay.ConnectedCluster {
+func (r *relayProc) waitStatus(t *testing.T, ctx context.Context, name, want string) api.ConnectedCluster {
 	t.Helper()
 	for {
 		v := r.show(t, ctx, name)
@@ -89,7 +89,7 @@ func TestMetadataMatchesKubectl(t *testing.T) {
 		}
 	}
 	// The agent's next heartbeats carry the change.
-	var v relay.ConnectedCluster
+	var v api.ConnectedCluster
 	for {
 		v = shared.relay.show(t, ctx, "e2e")
 		if v.Properties.TotalNodeCount == wantNodes {
