@@ -434,3 +434,35 @@ func TestManagementAPI(t *testing.T) {
 		t.Errorf("get after delete: %d", code)
 	}
 }
+
+// An upstream that never answers (a listener nobody accepts from: the TLS
+// handshake hangs, as with dropped packets) is the agent's dial_failed, 502,
+// not the relay's timeout: the agent's dial ends before the relay's wait.
+func TestSilentUpstreamIs502(t *testing.T) {
+	e := newEnvTunnel(t, 0, &tunnel.Config{DialTimeout: 2 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := connect.New(connect.Config{
+		RelayURL: e.ts.URL, Cluster: "c1", TLSConfig: e.identity("c1"), Tunnels: 1,
+		Targets: map[string]connect.Upstream{"kube": {URL: "https://" + ln.Addr().String(), InsecureSkipVerify: true}},
+		Tunnel:  &tunnel.Config{DialTimeout: 2 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.waitConnected("c1", 1)
+	resp, err := e.ts.Client().Get(e.ts.URL + "/clusters/c1/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, msg := status(t, resp); code != http.StatusBadGateway || !strings.Contains(msg, "could not reach the Kubernetes API server") {
+		t.Errorf("silent upstream: %d %q, want 502 from the agent's dial_failed", code, msg)
+	}
+}

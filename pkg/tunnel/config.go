@@ -42,7 +42,9 @@ type Config struct {
 	// DefaultKeepAliveTimeout.
 	KeepAliveTimeout time.Duration
 	// DialTimeout bounds opening a stream: header, agent's dial of its
-	// upstream and reply, when the context has no earlier deadline. Zero means
+	// upstream and reply, when the context has no earlier deadline. The agent
+	// gives its upstream dial four fifths of it (see dialBudget), so its
+	// dial_failed reply arrives before the relay gives up. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
 	// CloseTimeout is how long a stream this side closed waits for the
@@ -140,4 +142,11 @@ func (c *Config) WithMetrics(m *Metrics) *Config {
 	}
 	out.Metrics = m
 	return &out
+}
+
+// dialBudget is how long the agent's upstream dial may take of a stream's
+// DialTimeout: four fifths, leaving the rest (at most 2 s) for the reply to
+// reach the relay, whose wait started earlier.
+func dialBudget(open time.Duration) time.Duration {
+	return open - min(open/5, 2*time.Second)
 }

@@ -317,7 +317,10 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, targets Tar
 		refuse(CodeTargetNotAllowed, fmt.Sprintf("target %q is not on this agent's allow-list", target))
 		return
 	}
-	dctx, cancel := context.WithDeadline(ctx, start.Add(s.cfg.DialTimeout))
+	// The relay waits DialTimeout from before the header was sent; the
+	// upstream dial gets less, so that a dial that times out is still
+	// reported as dial_failed (502) and not as the relay's timeout (504).
+	dctx, cancel := context.WithDeadline(ctx, start.Add(dialBudget(s.cfg.DialTimeout)))
 	up, err := dial(dctx)
 	cancel()
 	if err != nil {
