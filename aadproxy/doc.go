@@ -1,6 +1,6 @@
 // Package aadproxy is kube-aad-proxy: it sits between the clusterconnect
 // agent and the Kubernetes API server, verifies the caller's Microsoft
-// Entra ID token (package aadproxy/token) and forwards the request with the
+// Entra ID token (package pkg/entra) and forwards the request with the
 // proxy's own credentials, impersonating the caller:
 //
 //	Impersonate-User:       <upn | preferred_username | oid>

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 )
 
 // Impersonation headers the proxy sets (k8s.io/api/authentication/v1).
@@ -47,7 +47,7 @@ func impersonationHeaders(h http.Header) []string {
 // too (the proxy's own credentials are added by its transport) and the
 // impersonation headers are set. Without an identity (a pass-through
 // token) Authorization stays as the client sent it.
-func rewriteHeaders(h http.Header, id *token.Identity) {
+func rewriteHeaders(h http.Header, id *entra.Identity) {
 	for k := range h {
 		if untrusted(k) {
 			delete(h, k)

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy/graph"
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 )
 
@@ -20,7 +22,8 @@ type Options struct {
 	// HealthListen serves /healthz, /readyz and /metrics over plain HTTP;
 	// empty disables it.
 	HealthListen string
-	// TLSCertFile and TLSKeyFile are the serving certificate and key.
+	// TLSCertFile and TLSKeyFile are the serving certificate and key,
+	// reloaded when they change.
 	TLSCertFile, TLSKeyFile string
 	// Kubeconfig is the proxy's own credentials for the apiserver; empty
 	// means the in-cluster service account.
@@ -28,7 +31,7 @@ type Options struct {
 
 	// Token are the token-verification settings (issuers, tenants,
 	// audiences, claims), shared with guard.
-	Token token.Options
+	Token entra.Options
 
 	// GraphURL is the Graph-style endpoint for groups overage; ClientID and
 	// ClientSecretFile the application credentials for it. Overage is
@@ -47,7 +50,7 @@ func NewOptions() *Options {
 	return &Options{
 		Listen:          ":8443",
 		HealthListen:    ":8081",
-		Token:           token.DefaultOptions(),
+		Token:           entra.DefaultOptions(),
 		GraphURL:        graph.DefaultGraphURL,
 		GroupsCacheTTL:  graph.DefaultCacheTTL,
 		ShutdownTimeout: 15 * time.Second,
@@ -59,7 +62,7 @@ func NewOptions() *Options {
 func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTPS listen address (h2 and http/1.1; the clusterconnect agent's --upstream points here)")
 	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "plain HTTP address for /healthz, /readyz and /metrics (empty: off)")
-	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "serving certificate (PEM)")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "serving certificate (PEM; reloaded when it changes)")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving key (PEM)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig with the proxy's own credentials (default: in-cluster service account)")
 	o.Token.Flags(fs)
@@ -70,6 +73,10 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
 	o.Log.Flags(fs)
 }
+
+// Logger returns the logger --log-level and --log-format select, writing
+// to w.
+func (o *Options) Logger(w io.Writer) *slog.Logger { return o.Log.New(w) }
 
 // Validate checks the options.
 func (o *Options) Validate() error {

@@ -16,13 +16,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 )
 
-// Verifier is what the proxy needs of a token verifier (*token.Verifier).
+// Verifier is what the proxy needs of a token verifier (*entra.Verifier).
 type Verifier interface {
-	Verify(ctx context.Context, raw string) (*token.Identity, error)
+	Verify(ctx context.Context, raw string) (*entra.Identity, error)
 }
 
 // Config wires a [Proxy]. Verifier and Upstream are required.
@@ -101,7 +101,7 @@ func New(cfg Config) (*Proxy, error) {
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	rewrite := func(pr *httputil.ProxyRequest) {
 		pr.SetURL(target)
-		id, _ := pr.In.Context().Value(identityKey{}).(*token.Identity)
+		id, _ := pr.In.Context().Value(identityKey{}).(*entra.Identity)
 		rewriteHeaders(pr.Out.Header, id)
 	}
 	mk := func(rt http.RoundTripper) *httputil.ReverseProxy {
@@ -201,13 +201,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := p.verifier.Verify(r.Context(), raw)
 	switch {
-	case errors.Is(err, token.ErrNotEntra):
+	case errors.Is(err, entra.ErrNotEntra):
 		a.mode = "passthrough"
 		p.passthrough.ServeHTTP(rec, r)
 	case err != nil:
-		a.mode, a.reason = "rejected", string(token.ReasonOf(err))
+		a.mode, a.reason = "rejected", string(entra.ReasonOf(err))
 		code := http.StatusUnauthorized
-		if token.ReasonOf(err) == token.ReasonIssuerUnavailable {
+		if entra.ReasonOf(err) == entra.ReasonIssuerUnavailable {
 			code = http.StatusServiceUnavailable
 		}
 		apistatus.Error(rec, code, "kube-aad-proxy: "+err.Error())

@@ -20,18 +20,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var alice = &token.Identity{Username: "alice@example.com", Groups: []string{"g-1", "g-2"}, ObjectID: "oid-1", TenantID: "tid-1"}
+var alice = &entra.Identity{Username: "alice@example.com", Groups: []string{"g-1", "g-2"}, ObjectID: "oid-1", TenantID: "tid-1"}
 
 func TestRewriteHeaders(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   http.Header
-		id   *token.Identity
+		id   *entra.Identity
 		want http.Header
 	}{{
 		name: "identity: authorization replaced by impersonation",
@@ -50,7 +50,7 @@ func TestRewriteHeaders(t *testing.T) {
 	}, {
 		name: "identity without groups",
 		in:   http.Header{"Authorization": {"Bearer entra"}},
-		id:   &token.Identity{Username: "bob", ObjectID: "o", TenantID: "t"},
+		id:   &entra.Identity{Username: "bob", ObjectID: "o", TenantID: "t"},
 		want: http.Header{"Impersonate-User": {"bob"}, "Impersonate-Group": {"system:authenticated"},
 			"Impersonate-Extra-Oid": {"o"}, "Impersonate-Extra-Tid": {"t"}},
 	}, {
@@ -80,7 +80,7 @@ func TestRewriteHeaders(t *testing.T) {
 
 func TestExtraKeyIsPercentEncoded(t *testing.T) {
 	h := http.Header{}
-	rewriteHeaders(h, &token.Identity{Username: "u", ObjectID: "o", TenantID: "t"})
+	rewriteHeaders(h, &entra.Identity{Username: "u", ObjectID: "o", TenantID: "t"})
 	if _, ok := h["Impersonate-Extra-oid"]; !ok {
 		t.Errorf("want the extra key as sent to the apiserver (lowercase oid), got %v", h)
 	}
@@ -115,14 +115,14 @@ func TestVerb(t *testing.T) {
 
 // stubVerifier maps tokens to results.
 type stubVerifier map[string]struct {
-	id  *token.Identity
+	id  *entra.Identity
 	err error
 }
 
-func (s stubVerifier) Verify(_ context.Context, raw string) (*token.Identity, error) {
+func (s stubVerifier) Verify(_ context.Context, raw string) (*entra.Identity, error) {
 	r, ok := s[raw]
 	if !ok {
-		return nil, token.ErrNotEntra
+		return nil, entra.ErrNotEntra
 	}
 	return r.id, r.err
 }
@@ -185,8 +185,8 @@ func do(t *testing.T, p http.Handler, auth string, hdr http.Header) (*httptest.R
 func TestProxy(t *testing.T) {
 	v := stubVerifier{
 		"entra-alice":   {id: alice},
-		"entra-expired": {err: &token.Error{Reason: token.ReasonExpired, Err: io.EOF}},
-		"entra-down":    {err: &token.Error{Reason: token.ReasonIssuerUnavailable, Err: io.EOF}},
+		"entra-expired": {err: &entra.Error{Reason: entra.ReasonExpired, Err: io.EOF}},
+		"entra-down":    {err: &entra.Error{Reason: entra.ReasonIssuerUnavailable, Err: io.EOF}},
 	}
 	var logs bytes.Buffer
 	p, reg := newProxy(t, v, &logs)
@@ -266,7 +266,7 @@ func TestOptionsDefaults(t *testing.T) {
 	want := &Options{
 		Listen:       ":8443",
 		HealthListen: ":8081",
-		Token: token.Options{
+		Token: entra.Options{
 			IssuerURL:      "https://login.microsoftonline.com",
 			V1IssuerURL:    "https://sts.windows.net",
 			Algorithms:     []string{"RS256"},

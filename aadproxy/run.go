@@ -3,7 +3,6 @@ package aadproxy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,13 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy/graph"
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
+	"github.com/clusterconnect/clusterconnect/pkg/keypair"
 	"github.com/clusterconnect/clusterconnect/pkg/serve"
 )
 
@@ -30,17 +28,16 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	if err != nil {
 		return err
 	}
-	pair, err := tls.LoadX509KeyPair(o.TLSCertFile, o.TLSKeyFile)
+	serving, err := keypair.New(o.TLSCertFile, o.TLSKeyFile, &keypair.Options{Logger: log.With("component", "serving-cert")})
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
-	issuerClient, err := httpClient(o.Token.IssuerCAFile)
+	issuerClient, err := o.Token.IssuerHTTPClient()
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var groups token.GroupResolver
+	reg := serve.NewRegistry()
+	var groups entra.GroupResolver
 	if o.ClientID != "" {
 		secret, err := os.ReadFile(o.ClientSecretFile)
 		if err != nil {
@@ -60,10 +57,10 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		}
 		groups = r
 	}
-	tc := o.Token.Config()
-	tc.Groups, tc.HTTPClient = groups, issuerClient
-	tc.Metrics, tc.Logger = token.NewMetrics(reg, "aadproxy"), log.With("component", "token")
-	verifier, err := token.NewVerifier(tc)
+	verifier, err := o.Token.Start(ctx, &entra.StartConfig{
+		HTTPClient: issuerClient, Groups: groups,
+		Metrics: entra.NewMetrics(reg, "aadproxy"), Logger: log.With("component", "token"),
+	})
 	if err != nil {
 		return err
 	}
@@ -71,20 +68,13 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	if err != nil {
 		return err
 	}
-	go func() {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := verifier.Warm(wctx); err != nil {
-			log.Warn("issuer discovery at startup failed; tokens will be verified once the issuer answers", "err", err)
-		}
-	}()
 
 	hs := &http.Server{
 		Handler: proxy,
 		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{pair},
-			NextProtos:   []string{"h2", "http/1.1"},
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: serving.GetCertificate,
+			NextProtos:     []string{"h2", "http/1.1"},
 		},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -116,24 +106,4 @@ func upstreamConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
 	return c, nil
-}
-
-// httpClient trusts the system roots plus caFile.
-func httpClient(caFile string) (*http.Client, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--issuer-ca-file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--issuer-ca-file %s holds no PEM certificate", caFile)
-		}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
 }

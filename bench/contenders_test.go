@@ -31,6 +31,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel/tunneltest"
 	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/store"
@@ -136,8 +137,8 @@ type agentKind int
 
 const (
 	agentDial    agentKind = iota // tunnel.NewClient → tunnel.Dial: coder/websocket as shipped
-	agentBatched                  // coder/websocket with tunnel.BatchWebSocketWrites (what Dial would do with it)
-	agentGorilla                  // gorilla/websocket with 64 KiB buffers, tunnel.NewAgentSession
+	agentBatched                  // coder/websocket with tunneltest.BatchWebSocketWrites (what Dial would do with it)
+	agentGorilla                  // gorilla/websocket with 64 KiB buffers, tunneltest.NewAgentSession
 )
 
 // runAgent keeps n tunnels of the given kind to url until ctx is done and
@@ -160,7 +161,7 @@ func runAgent(ctx context.Context, kind agentKind, url string, n int, p *pki, cf
 		if err != nil {
 			return nil, err
 		}
-		s, err := tunnel.NewAgentSession(conn, cfg)
+		s, err := tunneltest.NewAgentSession(conn, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -189,7 +190,7 @@ func dialAgentConn(ctx context.Context, kind agentKind, url string, p *pki, loca
 		WriteBufferSize: 64 << 10, ReadBufferSize: 64 << 10}
 	var rt http.RoundTripper = tr
 	if kind == agentBatched {
-		rt = tunnel.BatchWebSocketWrites(tr)
+		rt = tunneltest.BatchWebSocketWrites(tr)
 	}
 	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: &http.Client{Transport: rt}, Subprotocols: []string{tunnel.Subprotocol}})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/pkg/tunnel/tunneltest"
 )
 
 // Idle cost is measured across two processes so that the relay's side is
@@ -106,7 +107,7 @@ func agentHost() error {
 					errc <- err
 					return
 				}
-				s, err := tunnel.NewAgentSession(conn, nil)
+				s, err := tunneltest.NewAgentSession(conn, nil)
 				if err != nil {
 					errc <- err
 					return

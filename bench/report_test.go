@@ -163,7 +163,7 @@ func run(t *testing.T, o opts) (rep *Report) {
 
 	streams := []*streamPath{directTCP(u), directTLS(u, p),
 		must(tunnelAlone("tunnel, defaults", "pkg/tunnel as shipped: coder/websocket agent, 4 MiB window", u, p, agentDial, nil)),
-		must(tunnelAlone("tunnel, batched agent writes", "tunnel.BatchWebSocketWrites under the agent's coder/websocket", u, p, agentBatched, nil)),
+		must(tunnelAlone("tunnel, batched agent writes", "tunneltest.BatchWebSocketWrites under the agent's coder/websocket", u, p, agentBatched, nil)),
 		must(tunnelAlone("tunnel, batched + 16 MiB window", "batched agent writes, StreamWindow 16 MiB", u, p, agentBatched, tunedConfig)),
 		must(tunnelAlone("tunnel, gorilla agent", "agent on gorilla/websocket (64 KiB write buffer), relay on coder", u, p, agentGorilla, nil)),
 		must(remotedialerAlone(u, p)),

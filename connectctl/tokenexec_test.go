@@ -14,7 +14,7 @@ import (
 
 	clientauthv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/test/oidc"
 )
 
@@ -108,7 +108,7 @@ func TestGetTokenDeviceCodeCacheRefresh(t *testing.T) {
 	}
 	// The token is what kube-aad-proxy accepts: a v1 token for the server app.
 	hc, _ := issuerClient(ca)
-	v, err := token.NewVerifier(&token.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{server}, HTTPClient: hc})
+	v, err := entra.NewVerifier(&entra.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{server}, HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
 	}

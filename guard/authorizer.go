@@ -14,6 +14,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 )
 
 // FailureMode is how a SubjectAccessReview is answered when the relay
@@ -34,7 +35,7 @@ const DefaultRelayBackoff = 2 * time.Second
 
 // Checker asks the relay; *checkaccess.Client implements it.
 type Checker interface {
-	Check(ctx context.Context, req *checkaccess.Request) (*checkaccess.Response, error)
+	Check(ctx context.Context, req *api.CheckAccessRequest) (*api.CheckAccessResponse, error)
 }
 
 // AuthorizerConfig configures an [Authorizer].
@@ -171,8 +172,8 @@ func (a *Authorizer) authorize(ctx context.Context, spec *authzv1.SubjectAccessR
 		return a.failure(action, err), SourceRelayError
 	}
 	start := time.Now()
-	resp, err := a.cfg.Checker.Check(ctx, &checkaccess.Request{
-		Subject:   checkaccess.Subject{OID: oid, Groups: groups},
+	resp, err := a.cfg.Checker.Check(ctx, &api.CheckAccessRequest{
+		Subject:   api.Subject{OID: oid, Groups: groups},
 		Actions:   []string{action.Name},
 		Namespace: action.Namespace,
 	})
@@ -191,7 +192,7 @@ func (a *Authorizer) authorize(ctx context.Context, spec *authzv1.SubjectAccessR
 		return a.failure(action, err), SourceRelayError
 	}
 	a.cfg.Metrics.relayCall("ok", took)
-	rd, _ := resp.Decision(action.Name) // Check guarantees it is there
+	rd, _ := checkaccess.DecisionFor(resp, action.Name) // Check guarantees it is there
 	d := cache.Decision{Allowed: rd.Allowed, Reason: rd.Reason}
 	a.cfg.Cache.Put(key, d)
 	return status(action, d), SourceRelay

@@ -17,10 +17,11 @@ import (
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
 )
 
-const p = authz.Prefix
+const p = api.ActionPrefix
 
 // fakeRelay serves checkAccess from a table of allowed (oid or group,
 // action, namespace) and can be told to fail.
@@ -30,7 +31,7 @@ type fakeRelay struct {
 	mu      sync.Mutex
 	allowed map[string]bool // principal|action|namespace
 	code    int             // non-zero: answer with this status
-	calls   []checkaccess.Request
+	calls   []api.CheckAccessRequest
 }
 
 func newFakeRelay(t *testing.T) *fakeRelay {
@@ -59,11 +60,11 @@ func (f *fakeRelay) numCalls() int {
 }
 
 func (f *fakeRelay) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != checkaccess.Path || r.Method != http.MethodPost {
+	if r.URL.Path != api.CheckAccessPath || r.Method != http.MethodPost {
 		apistatus.Error(w, http.StatusNotFound, "no such path")
 		return
 	}
-	var req checkaccess.Request
+	var req api.CheckAccessRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		apistatus.Error(w, http.StatusBadRequest, err.Error())
 		return
@@ -75,9 +76,9 @@ func (f *fakeRelay) serve(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, f.code, "relay says no")
 		return
 	}
-	var resp checkaccess.Response
+	var resp api.CheckAccessResponse
 	for _, a := range req.Actions {
-		d := checkaccess.Decision{Action: a, Reason: "no role assignment allows " + a}
+		d := api.Decision{Action: a, Reason: "no role assignment allows " + a}
 		for _, pr := range append([]string{req.Subject.OID}, req.Subject.Groups...) {
 			if f.allowed[pr+"|"+a+"|"+req.Namespace] {
 				d.Allowed, d.Reason = true, "Viewer assigned to "+pr

@@ -4,7 +4,7 @@
 // clusters).
 //
 //	POST /tokenreviews          authentication.k8s.io/v1 TokenReview: the token is verified by
-//	                            package aadproxy/token (the one kube-aad-proxy uses) and mapped to
+//	                            package pkg/entra (the one kube-aad-proxy uses) and mapped to
 //	                            user name, uid (oid), groups and extra {oid, tid}
 //	POST /subjectaccessreviews  authorization.k8s.io/v1 SubjectAccessReview: mapped to one data
 //	                            action (package guard/authz) and decided by the relay's checkAccess

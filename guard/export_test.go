@@ -2,11 +2,7 @@ package guard
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/clusterconnect/clusterconnect/guard/authz"
 )
-
-const authzPrefix = authz.Prefix
 
 func typeMeta(apiVersion, kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}

@@ -6,14 +6,14 @@ import (
 	"testing"
 
 	"github.com/clusterconnect/clusterconnect/guard/authz"
-	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 )
 
 // recordingChecker allows everything and checks what it is asked.
 type recordingChecker struct{ t *testing.T }
 
-func (c recordingChecker) Check(_ context.Context, req *checkaccess.Request) (*checkaccess.Response, error) {
-	if req.Subject.OID == "" || len(req.Actions) != 1 || !strings.HasPrefix(req.Actions[0], authz.Prefix) {
+func (c recordingChecker) Check(_ context.Context, req *api.CheckAccessRequest) (*api.CheckAccessResponse, error) {
+	if req.Subject.OID == "" || len(req.Actions) != 1 || !strings.HasPrefix(req.Actions[0], api.ActionPrefix) {
 		c.t.Fatalf("bad checkAccess request %+v", req)
 	}
 	for _, g := range req.Subject.Groups {
@@ -21,7 +21,7 @@ func (c recordingChecker) Check(_ context.Context, req *checkaccess.Request) (*c
 			c.t.Fatalf("group %q sent to the relay", g)
 		}
 	}
-	return &checkaccess.Response{Decisions: []checkaccess.Decision{{Action: req.Actions[0], Allowed: true, Reason: "ok"}}}, nil
+	return &api.CheckAccessResponse{Decisions: []api.Decision{{Action: req.Actions[0], Allowed: true, Reason: "ok"}}}, nil
 }
 
 // FuzzSubjectAccessReview decodes arbitrary review bodies and authorizes
@@ -67,7 +67,7 @@ func FuzzSubjectAccessReview(f *testing.F) {
 		if st.Reason == "" {
 			t.Fatalf("no reason: %+v", st)
 		}
-		if act, err := authz.For(&r.Spec); err == nil && !strings.HasPrefix(act.Name, authz.Prefix) {
+		if act, err := authz.For(&r.Spec); err == nil && !strings.HasPrefix(act.Name, api.ActionPrefix) {
 			t.Fatalf("action %q", act.Name)
 		}
 	})

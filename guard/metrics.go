@@ -43,7 +43,7 @@ const (
 //	guard_authn_reviews_total{result="authenticated|unauthenticated|error"}
 //
 // plus the token verifier's guard_token_verify_seconds, guard_authn_failures_total
-// and guard_jwks_refreshes_total (package aadproxy/token).
+// and guard_jwks_refreshes_total (package pkg/entra).
 type Metrics struct {
 	decisions *prometheus.CounterVec
 	relay     *prometheus.HistogramVec

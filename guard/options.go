@@ -4,15 +4,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
 	"github.com/clusterconnect/clusterconnect/pkg/cliflag"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 )
 
@@ -41,7 +43,7 @@ type Options struct {
 	// Token configures token verification as in kube-aad-proxy (the same
 	// flags); Tenants and Audiences are required unless DisableAuthn.
 	// Token.GroupsPrefix is also stripped by authz before asking the relay.
-	Token token.Options
+	Token entra.Options
 	// DisableAuthn turns the TokenReview webhook off (authorization only,
 	// e.g. behind kube-aad-proxy).
 	DisableAuthn bool
@@ -80,7 +82,7 @@ func NewOptions() *Options {
 	return &Options{
 		Listen:           ":8443",
 		HealthListen:     ":8081",
-		Token:            token.DefaultOptions(),
+		Token:            entra.DefaultOptions(),
 		RelayTimeout:     checkaccess.DefaultTimeout,
 		RelayFailureMode: string(FailureDeny),
 		RelayBackoff:     DefaultRelayBackoff,
@@ -129,6 +131,10 @@ func checkAddr(name, v string) error {
 	}
 	return nil
 }
+
+// Logger returns the logger --log-level and --log-format select, writing
+// to w.
+func (o *Options) Logger(w io.Writer) *slog.Logger { return o.Log.New(w) }
 
 // Validate checks the options.
 func (o *Options) Validate() error {

@@ -2,12 +2,12 @@ package guard
 
 import (
 	"flag"
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 )
 
@@ -15,7 +15,7 @@ func TestDefaults(t *testing.T) {
 	want := &Options{
 		Listen:       ":8443",
 		HealthListen: ":8081",
-		Token: token.Options{
+		Token: entra.Options{
 			IssuerURL:      "https://login.microsoftonline.com",
 			V1IssuerURL:    "https://sts.windows.net",
 			Algorithms:     []string{"RS256"},

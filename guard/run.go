@@ -12,13 +12,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
-	"github.com/clusterconnect/clusterconnect/guard/keypair"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
+	"github.com/clusterconnect/clusterconnect/pkg/keypair"
 	"github.com/clusterconnect/clusterconnect/pkg/serve"
 )
 
@@ -27,8 +26,7 @@ import (
 // bound webhook address (and the health address, or "") once both
 // listeners accept connections.
 func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, healthAddr string)) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := serve.NewRegistry()
 	metrics := NewMetrics(reg)
 
 	serving, err := keypair.New(o.TLSCertFile, o.TLSKeyFile, &keypair.Options{Logger: log.With("component", "serving-cert")})
@@ -67,28 +65,13 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	if err != nil {
 		return err
 	}
-	var verifier *token.Verifier
-	if !o.DisableAuthn {
-		issuerClient, err := issuerHTTPClient(o.Token.IssuerCAFile)
-		if err != nil {
-			return err
-		}
-		tc := o.Token.Config()
-		tc.HTTPClient, tc.Metrics, tc.Logger = issuerClient, token.NewMetrics(reg, "guard"), log.With("component", "token")
-		verifier, err = token.NewVerifier(tc)
-		if err != nil {
-			return err
-		}
-		go func() {
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			if err := verifier.Warm(wctx); err != nil {
-				log.Warn("issuer discovery at startup failed; tokens will be verified once the issuer answers", "err", err)
-			}
-		}()
-	}
 	hcfg := Config{Authorizer: authorizer, Metrics: metrics, Logger: log}
-	if verifier != nil {
+	var verifier *entra.Verifier
+	if !o.DisableAuthn {
+		verifier, err = o.Token.Start(ctx, &entra.StartConfig{Metrics: entra.NewMetrics(reg, "guard"), Logger: log.With("component", "token")})
+		if err != nil {
+			return err
+		}
 		hcfg.Verifier = verifier
 	}
 	handler, err := NewHandler(hcfg)
@@ -119,13 +102,16 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	})
 }
 
-func issuers(v *token.Verifier) string {
+func issuers(v *entra.Verifier) string {
 	if v == nil {
 		return ""
 	}
 	return strings.Join(v.Issuers(), " ")
 }
 
+// loadPool is the apiserver's client CA alone, without the system roots
+// (trust.Pool adds them): no publicly trusted certificate may call the
+// webhooks.
 func loadPool(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -136,24 +122,4 @@ func loadPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", file)
 	}
 	return pool, nil
-}
-
-// issuerHTTPClient trusts the system roots plus caFile.
-func issuerHTTPClient(caFile string) (*http.Client, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--issuer-ca-file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--issuer-ca-file %s holds no PEM certificate", caFile)
-		}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
 }

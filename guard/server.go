@@ -13,8 +13,8 @@ import (
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 )
 
 // Webhook paths.
@@ -23,9 +23,9 @@ const (
 	SubjectAccessReviewPath = "/subjectaccessreviews"
 )
 
-// Verifier verifies bearer tokens; *token.Verifier implements it.
+// Verifier verifies bearer tokens; *entra.Verifier implements it.
 type Verifier interface {
-	Verify(ctx context.Context, raw string) (*token.Identity, error)
+	Verify(ctx context.Context, raw string) (*entra.Identity, error)
 }
 
 // Config configures the webhook [Handler].
@@ -110,7 +110,7 @@ func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
 		resp.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{
 			Username: id.Username, UID: id.ObjectID, Groups: id.Groups, Extra: extra,
 		}}
-	case token.ReasonOf(err) == token.ReasonIssuerUnavailable:
+	case entra.ReasonOf(err) == entra.ReasonIssuerUnavailable:
 		// The token may well be good: an error (not a cached
 		// "unauthenticated") makes the apiserver retry and not remember it.
 		h.cfg.Metrics.authnReview("error")
@@ -120,10 +120,10 @@ func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.cfg.Metrics.authnReview("unauthenticated")
 		msg := err.Error()
-		if errors.Is(err, token.ErrNotEntra) {
+		if errors.Is(err, entra.ErrNotEntra) {
 			msg = "guard: " + msg
 		} else {
-			h.cfg.Logger.Info("token review: token refused", "reason", string(token.ReasonOf(err)), "err", err)
+			h.cfg.Logger.Info("token review: token refused", "reason", string(entra.ReasonOf(err)), "err", err)
 		}
 		resp.Status = authnv1.TokenReviewStatus{Error: msg}
 	}

@@ -18,7 +18,8 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/test/oidc"
 )
 
@@ -46,8 +47,8 @@ func newHandlerEnv(t *testing.T) *handlerEnv {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	t.Cleanup(tr.CloseIdleConnections)
 	reg := prometheus.NewRegistry()
-	v, err := token.NewVerifier(&token.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{audience},
-		HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}, Metrics: token.NewMetrics(reg, "guard")})
+	v, err := entra.NewVerifier(&entra.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{audience},
+		HTTPClient: &http.Client{Transport: tr, Timeout: 5 * time.Second}, Metrics: entra.NewMetrics(reg, "guard")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestTokenReviewIssuerDown(t *testing.T) {
 
 func TestSubjectAccessReviewRoundTrip(t *testing.T) {
 	e := newHandlerEnv(t)
-	e.relay.allow("oid-a", authzPrefix+"apps/deployments/write", "team-a")
+	e.relay.allow("oid-a", api.ActionPrefix+"apps/deployments/write", "team-a")
 	send := func(spec authzv1.SubjectAccessReviewSpec) authzv1.SubjectAccessReview {
 		t.Helper()
 		code, b := e.post(t, SubjectAccessReviewPath, authzv1.SubjectAccessReview{TypeMeta: metaSAR, Spec: spec})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
@@ -151,5 +152,41 @@ func TestAllTunnelsBusyIs503ClusterBusy(t *testing.T) {
 	close(release)
 	if c := <-slow; c != 200 {
 		t.Errorf("the request holding the stream: %d", c)
+	}
+}
+
+// An agent's drain (SIGTERM, or a refresh after rotation) tells the relay,
+// which closes its idle proxy connections on that tunnel, so the agent does
+// not wait for streams nobody uses.
+func TestAgentDrainDoesNotWaitForIdleKeepAlives(t *testing.T) {
+	e := newEnv(t)
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	a, err := connect.New(connect.Config{
+		RelayURL: e.ts.URL, Cluster: "c1", TLSConfig: e.identity("c1"), Tunnels: 1,
+		Targets:      map[string]connect.Upstream{"kube": {URL: up.URL, InsecureSkipVerify: true}},
+		DrainTimeout: 20 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.waitConnected("c1", 1)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if resp, body := e.fetch("/clusters/c1/api"); resp.StatusCode != 200 || body != "ok" {
+				t.Errorf("request: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	start := time.Now()
+	cancel()
+	<-done
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the agent's drain took %s with only idle keep-alive streams (drain timeout 20s)", d)
 	}
 }

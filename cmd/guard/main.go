@@ -11,13 +11,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/clusterconnect/clusterconnect/guard"
 	"github.com/clusterconnect/clusterconnect/guard/apiserverconfig"
+	"github.com/clusterconnect/clusterconnect/pkg/command"
 )
 
 func main() {
@@ -25,20 +25,9 @@ func main() {
 		os.Exit(config(os.Args[2:]))
 	}
 	o := guard.NewOptions()
-	fs := flag.NewFlagSet("guard", flag.ExitOnError)
-	o.Flags(fs)
-	fs.Parse(os.Args[1:])
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "guard: %v\n", err)
-		os.Exit(2)
-	}
-	log := o.Log.New(os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := guard.Run(ctx, o, log, nil); err != nil {
-		log.Error("guard failed", "err", err)
-		os.Exit(1)
-	}
+	os.Exit(command.Main("guard", os.Args[1:], o, func(ctx context.Context, log *slog.Logger) error {
+		return guard.Run(ctx, o, log, nil)
+	}))
 }
 
 func config(args []string) int {

@@ -5,29 +5,16 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
+	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy"
+	"github.com/clusterconnect/clusterconnect/pkg/command"
 )
 
 func main() {
 	o := aadproxy.NewOptions()
-	fs := flag.NewFlagSet("kube-aad-proxy", flag.ExitOnError)
-	o.Flags(fs)
-	fs.Parse(os.Args[1:])
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "kube-aad-proxy: %v\n", err)
-		os.Exit(2)
-	}
-	log := o.Log.New(os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := aadproxy.Run(ctx, o, log, nil); err != nil {
-		log.Error("kube-aad-proxy failed", "err", err)
-		os.Exit(1)
-	}
+	os.Exit(command.Main("kube-aad-proxy", os.Args[1:], o, func(ctx context.Context, log *slog.Logger) error {
+		return aadproxy.Run(ctx, o, log, nil)
+	}))
 }

@@ -1,7 +1,7 @@
 // Package authz maps a Kubernetes SubjectAccessReview to the Azure Arc
 // data action it needs, and matches non-resource paths.
 //
-// The data action format is Arc's:
+// The data action format is Arc's (the prefix is api.ActionPrefix):
 //
 //	Microsoft.Kubernetes/connectedClusters/<resource>[/<subresource>]/<verb>          core group ("")
 //	Microsoft.Kubernetes/connectedClusters/<group>/<resource>[/<subresource>]/<verb>  named groups, CRDs included
@@ -23,10 +23,9 @@ import (
 	"strings"
 
 	authzv1 "k8s.io/api/authorization/v1"
-)
 
-// Prefix starts every data action.
-const Prefix = "Microsoft.Kubernetes/connectedClusters/"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+)
 
 // maxActionLen bounds an action; the relay refuses longer ones.
 const maxActionLen = 512
@@ -83,7 +82,7 @@ func ForResource(ra *authzv1.ResourceAttributes) (Action, error) {
 		return Action{}, fmt.Errorf("resource attributes need a resource and a verb")
 	}
 	var b strings.Builder
-	b.WriteString(Prefix)
+	b.WriteString(api.ActionPrefix)
 	if ra.Group != "" {
 		b.WriteString(ra.Group)
 		b.WriteByte('/')
@@ -112,7 +111,7 @@ func ForNonResource(na *authzv1.NonResourceAttributes) (Action, error) {
 	if p != "" {
 		p += "/"
 	}
-	return checked(Action{Name: Prefix + p + NonResourceVerb(na.Verb)})
+	return checked(Action{Name: api.ActionPrefix + p + NonResourceVerb(na.Verb)})
 }
 
 // For returns the data action of a review: resource attributes win, as in

@@ -7,8 +7,12 @@ import (
 	authzv1 "k8s.io/api/authorization/v1"
 )
 
+// arc is the data-action prefix as Azure Arc spells it; pinned here so
+// that a change of api.ActionPrefix shows.
+const arc = "Microsoft.Kubernetes/connectedClusters/"
+
 func TestForResource(t *testing.T) {
-	p := Prefix
+	p := arc
 	for _, tc := range []struct {
 		ra   authzv1.ResourceAttributes
 		want string
@@ -71,7 +75,7 @@ func TestForResource(t *testing.T) {
 }
 
 func TestForNonResource(t *testing.T) {
-	p := Prefix
+	p := arc
 	for _, tc := range []struct {
 		path, verb, want string
 	}{

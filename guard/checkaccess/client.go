@@ -1,6 +1,6 @@
 // Package checkaccess is guard's client of the relay's checkAccess API.
 //
-// Wire format (decided with the relay; relay/roles.go serves it):
+// Wire format (the types are package pkg/api's; the relay serves it):
 //
 //	POST {relay}/agent/v1/checkaccess          mTLS with the cluster certificate
 //	{"subject": {"oid": "<user object id>", "groups": ["<group id>", …]},
@@ -20,64 +20,32 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/clusterconnect/clusterconnect/guard/keypair"
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/keypair"
+	"github.com/clusterconnect/clusterconnect/pkg/trust"
 )
-
-// Path is the relay's checkAccess endpoint.
-const Path = "/agent/v1/checkaccess"
 
 // DefaultTimeout bounds one call when Config.Timeout is zero.
 const DefaultTimeout = 3 * time.Second
 
-// maxResponse bounds what is read of a response.
-const maxResponse = 1 << 20
-
-// Subject is whom access is checked for.
-type Subject struct {
-	OID    string   `json:"oid"`
-	Groups []string `json:"groups,omitempty"`
-}
-
-// Request is the body of a checkAccess call.
-type Request struct {
-	Subject Subject  `json:"subject"`
-	Actions []string `json:"actions"`
-	// Namespace is the scope; empty means the cluster.
-	Namespace string `json:"namespace,omitempty"`
-}
-
-// Decision answers one action.
-type Decision struct {
-	Action  string `json:"action"`
-	Allowed bool   `json:"allowed"`
-	Reason  string `json:"reason"`
-}
-
-// Response is the relay's answer.
-type Response struct {
-	Decisions []Decision `json:"decisions"`
-}
-
-// Decision returns the decision for action.
-func (r *Response) Decision(action string) (Decision, bool) {
-	for _, d := range r.Decisions {
+// DecisionFor returns the decision of resp for action.
+func DecisionFor(resp *api.CheckAccessResponse, action string) (api.Decision, bool) {
+	for _, d := range resp.Decisions {
 		if d.Action == action {
 			return d, true
 		}
 	}
-	return Decision{}, false
+	return api.Decision{}, false
 }
 
 // StatusError is a non-200 answer of the relay.
@@ -140,7 +108,7 @@ func New(cfg *Config) (*Client, error) {
 	if !strings.HasPrefix(cfg.RelayURL, "https://") {
 		return nil, fmt.Errorf("checkaccess: relay URL %q: want https://", cfg.RelayURL)
 	}
-	c := &Client{url: strings.TrimSuffix(cfg.RelayURL, "/") + Path, client: cfg.HTTPClient, timeout: cfg.Timeout, log: cfg.Logger}
+	c := &Client{url: strings.TrimSuffix(cfg.RelayURL, "/") + api.CheckAccessPath, client: cfg.HTTPClient, timeout: cfg.Timeout, log: cfg.Logger}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -158,18 +126,9 @@ func New(cfg *Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkaccess: cluster certificate: %w", err)
 	}
-	roots, err := x509.SystemCertPool()
+	roots, err := trust.Pool(cfg.CAFile)
 	if err != nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.CAFile != "" {
-		b, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("checkaccess: relay CA: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("checkaccess: relay CA %s holds no PEM certificate", cfg.CAFile)
-		}
+		return nil, fmt.Errorf("checkaccess: relay CA: %w", err)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the relay is dialled directly, as the agents do
@@ -209,7 +168,7 @@ func (c *Client) Close() { c.client.CloseIdleConnections() }
 
 // Check asks the relay. A non-200 answer is a *StatusError; a response
 // without a decision for every asked action is an error too.
-func (c *Client) Check(ctx context.Context, req *Request) (*Response, error) {
+func (c *Client) Check(ctx context.Context, req *api.CheckAccessRequest) (*api.CheckAccessResponse, error) {
 	c.rotate()
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -228,19 +187,19 @@ func (c *Client) Check(ctx context.Context, req *Request) (*Response, error) {
 		return nil, fmt.Errorf("checkAccess at %s: %w", c.url, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, api.MaxAgentBody))
 	if err != nil {
 		return nil, fmt.Errorf("checkAccess at %s: read the answer: %w", c.url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, &StatusError{Code: resp.StatusCode, Message: statusMessage(b)}
 	}
-	var out Response
+	var out api.CheckAccessResponse
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("checkAccess at %s: the answer is not JSON of the documented shape: %w", c.url, err)
 	}
 	for _, a := range req.Actions {
-		if _, ok := out.Decision(a); !ok {
+		if _, ok := DecisionFor(&out, a); !ok {
 			return nil, fmt.Errorf("checkAccess at %s: the answer has no decision for %s", c.url, a)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
 )
 
@@ -63,23 +64,23 @@ func mtlsRelay(t *testing.T, clusterCA *ca) (*httptest.Server, string) {
 			apistatus.Error(w, 401, "no client certificate")
 			return
 		}
-		var req Request
+		var req api.CheckAccessRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		if req.Namespace == "status" {
 			apistatus.Error(w, 400, "bad namespace")
 			return
 		}
 		if req.Namespace == "partial" {
-			json.NewEncoder(w).Encode(Response{})
+			json.NewEncoder(w).Encode(api.CheckAccessResponse{})
 			return
 		}
 		if req.Namespace == "garbage" {
 			w.Write([]byte("<html>"))
 			return
 		}
-		var resp Response
+		var resp api.CheckAccessResponse
 		for _, a := range req.Actions {
-			resp.Decisions = append(resp.Decisions, Decision{Action: a, Allowed: true, Reason: "serial " + r.TLS.PeerCertificates[0].SerialNumber.String()})
+			resp.Decisions = append(resp.Decisions, api.Decision{Action: a, Allowed: true, Reason: "serial " + r.TLS.PeerCertificates[0].SerialNumber.String()})
 		}
 		json.NewEncoder(w).Encode(resp)
 	}))
@@ -108,11 +109,11 @@ func TestMTLSAndRotation(t *testing.T) {
 	defer c.Close()
 	check := func() string {
 		t.Helper()
-		resp, err := c.Check(t.Context(), &Request{Subject: Subject{OID: "o"}, Actions: []string{"a1", "a2"}, Namespace: "ns"})
+		resp, err := c.Check(t.Context(), &api.CheckAccessRequest{Subject: api.Subject{OID: "o"}, Actions: []string{"a1", "a2"}, Namespace: "ns"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, ok := resp.Decision("a2")
+		d, ok := DecisionFor(resp, "a2")
 		if !ok || !d.Allowed {
 			t.Fatalf("%+v", resp)
 		}
@@ -151,13 +152,13 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = c.Check(t.Context(), &Request{Subject: Subject{OID: "o"}, Actions: []string{"a"}, Namespace: "status"})
+	_, err = c.Check(t.Context(), &api.CheckAccessRequest{Subject: api.Subject{OID: "o"}, Actions: []string{"a"}, Namespace: "status"})
 	se, refused := Refused(err)
 	if !refused || se.Code != 400 || se.Message != "bad namespace" {
 		t.Errorf("status error: %v", err)
 	}
 	for _, ns := range []string{"partial", "garbage"} {
-		_, err = c.Check(t.Context(), &Request{Subject: Subject{OID: "o"}, Actions: []string{"a"}, Namespace: ns})
+		_, err = c.Check(t.Context(), &api.CheckAccessRequest{Subject: api.Subject{OID: "o"}, Actions: []string{"a"}, Namespace: ns})
 		if _, refused := Refused(err); err == nil || refused {
 			t.Errorf("%s: %v", ns, err)
 		}
@@ -168,7 +169,7 @@ func TestErrors(t *testing.T) {
 	// Without trusting the relay's CA: a transport error.
 	c2, _ := New(&Config{RelayURL: ts.URL, CertFile: cf, KeyFile: kf})
 	defer c2.Close()
-	if _, err := c2.Check(t.Context(), &Request{Subject: Subject{OID: "o"}, Actions: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := c2.Check(t.Context(), &api.CheckAccessRequest{Subject: api.Subject{OID: "o"}, Actions: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("untrusted relay: %v", err)
 	}
 	for _, cfg := range []*Config{nil, {RelayURL: "http://x", CertFile: cf, KeyFile: kf}, {RelayURL: "https://x"}, {RelayURL: "https://x", CertFile: cf, KeyFile: cf},

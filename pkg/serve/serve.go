@@ -13,30 +13,62 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Config says what to serve where.
+// Config says what to serve where. Server and Listen are required; every
+// other zero value means the documented default.
 type Config struct {
-	// Server is the main server; its TLSConfig holds the certificate.
+	// Server is the main server; its TLSConfig holds the certificate
+	// (Certificates or GetCertificate).
 	Server *http.Server
 	// Listen is the main server's address.
 	Listen string
 	// HealthListen is the plain health and metrics address; empty: none.
 	HealthListen string
-	// Registry is served at /metrics on HealthListen.
+	// Registry is served at /metrics on HealthListen; nil means the Go
+	// runtime and process metrics of NewRegistry.
 	Registry *prometheus.Registry
-	// ShutdownTimeout bounds the drain once the context ends.
+	// ShutdownTimeout bounds the drain once the context ends; zero means
+	// no drain: connections are closed at once.
 	ShutdownTimeout time.Duration
-	// Name names the component in the log lines about shutting down.
-	Name   string
+	// OnShutdown, if not nil, is called once the context ends, at the same
+	// time as the servers start their graceful shutdown (listeners closed,
+	// idle connections closed, in-flight requests finishing), with a
+	// context that ends after ShutdownTimeout. Components drain what the
+	// servers do not track through it (the relay's tunnels). Run waits for
+	// it, so it must return once its context is done; its error is
+	// returned by Run. It is not called when a server fails.
+	OnShutdown func(ctx context.Context) error
+	// Name names the component in the log lines about shutting down;
+	// empty means "server".
+	Name string
+	// Logger receives the shutdown lines; nil discards.
 	Logger *slog.Logger
 }
 
+// NewRegistry returns a registry with the Go runtime and process
+// collectors, which every component shows at /metrics beside its own.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
 // Run listens, calls started with the bound addresses (health is "" when
-// off), and serves until ctx ends or a server fails. Connections the servers
-// no longer track (hijacked: exec, port-forward) are closed after the drain.
+// off), and serves until ctx ends or a server fails. Then the servers shut
+// down gracefully, and OnShutdown drains what they do not track, both
+// within ShutdownTimeout; servers still busy after it are closed.
 func Run(ctx context.Context, c Config, started func(addr, health string)) error {
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	name := c.Name
+	if name == "" {
+		name = "server"
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
@@ -52,11 +84,15 @@ func Run(ctx context.Context, c Config, started func(addr, health string)) error
 			return fmt.Errorf("listen on %s: %w", c.HealthListen, err)
 		}
 		healthAddr = hln.Addr().String()
+		reg := c.Registry
+		if reg == nil {
+			reg = NewRegistry()
+		}
 		mux := http.NewServeMux()
 		ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
 		mux.HandleFunc("GET /healthz", ok)
 		mux.HandleFunc("GET /readyz", ok)
-		mux.Handle("GET /metrics", promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{}))
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		health := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, health)
 		go func() { errc <- health.Serve(hln) }()
@@ -72,9 +108,15 @@ func Run(ctx context.Context, c Config, started func(addr, health string)) error
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	c.Logger.Info(c.Name+" shutting down: draining requests", "timeout", c.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	log.Info(name+" shutting down: draining requests", "timeout", c.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
+	hook := make(chan error, 1)
+	if c.OnShutdown != nil {
+		go func() { hook <- c.OnShutdown(sctx) }()
+	} else {
+		hook <- nil
+	}
 	var errs []error
 	for _, s := range servers {
 		if err := s.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
@@ -83,6 +125,9 @@ func Run(ctx context.Context, c Config, started func(addr, health string)) error
 			errs = append(errs, err)
 		}
 	}
-	c.Logger.Info(c.Name + " stopped")
+	if err := <-hook; err != nil {
+		errs = append(errs, fmt.Errorf("%s shutdown hook: %w", name, err))
+	}
+	log.Info(name + " stopped")
 	return errors.Join(errs...)
 }

@@ -14,7 +14,7 @@ const maxBatch = 64 << 10
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
 
-// BatchWebSocketWrites wraps rt, the RoundTripper that carries a WebSocket
+// batchWebSocketWrites wraps rt, the RoundTripper that carries a WebSocket
 // client's upgrade request, so that the client's writes on the upgraded
 // connection reach the network one whole WebSocket frame at a time.
 //
@@ -31,7 +31,7 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); retu
 // Pass the result as websocket.DialOptions.HTTPClient's Transport. A response
 // other than 101 Switching Protocols, or a body that cannot be written, is
 // returned as it is.
-func BatchWebSocketWrites(rt http.RoundTripper) http.RoundTripper {
+func batchWebSocketWrites(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
 	}

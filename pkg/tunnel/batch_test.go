@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,7 +158,7 @@ func wsPair(t *testing.T, useTLS, batch bool) (client, server *websocket.Conn, w
 	}
 	var rt http.RoundTripper = tr
 	if batch {
-		rt = BatchWebSocketWrites(tr)
+		rt = batchWebSocketWrites(tr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -247,70 +246,6 @@ func TestUnbatchedClientWritesPer4KiB(t *testing.T) {
 	}
 }
 
-// A whole session runs over the exported constructors, on a pipe and on a
-// batched WebSocket over TLS, and moves a stream's bytes intact both ways.
-func TestSessionOverTransports(t *testing.T) {
-	echo := echoServer(t)
-	targets := Targets{"echo": func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", echo)
-	}}
-	transports := map[string]func(t *testing.T) (relay, agent net.Conn){
-		"pipe": func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() },
-		"batched-websocket-tls": func(t *testing.T) (net.Conn, net.Conn) {
-			client, server, _ := wsPair(t, true, true)
-			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(cancel)
-			return websocket.NetConn(ctx, server, websocket.MessageBinary), websocket.NetConn(ctx, client, websocket.MessageBinary)
-		},
-	}
-	for name, mk := range transports {
-		t.Run(name, func(t *testing.T) {
-			rc, ac := mk(t)
-			relay, err := NewRelaySession(rc, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			agent, err := NewAgentSession(ac, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			wg.Go(func() { agent.Serve(ctx, targets, time.Second) })
-			defer func() { cancel(); relay.Close(); agent.Close(); wg.Wait() }()
-
-			c, err := relay.Open(ctx, "echo")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			payload := make([]byte, 3<<20)
-			rand.Read(payload)
-			var got []byte
-			var rerr error
-			var rg sync.WaitGroup
-			rg.Go(func() { got, rerr = io.ReadAll(io.LimitReader(c, int64(len(payload)))) })
-			if _, err := c.Write(payload); err != nil {
-				t.Fatal(err)
-			}
-			rg.Wait()
-			if rerr != nil || !bytes.Equal(got, payload) {
-				t.Fatalf("echo through %s: %d bytes back, err %v", name, len(got), rerr)
-			}
-		})
-	}
-}
-
-func TestNewSessionRejectsBadConfig(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	if _, err := NewRelaySession(a, &Config{StreamWindow: 1024}); err == nil {
-		t.Fatal("a 1 KiB window was accepted")
-	}
-}
-
 // BenchmarkClientWrite is one 32 KiB binary message from a coder/websocket
 // client over TLS loopback, batched and not.
 func BenchmarkClientWrite(b *testing.B) {
@@ -356,7 +291,7 @@ func wsPairB(b *testing.B, batch bool) (client, server *websocket.Conn) {
 	tr := &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
 	var rt http.RoundTripper = tr
 	if batch {
-		rt = BatchWebSocketWrites(tr)
+		rt = batchWebSocketWrites(tr)
 	}
 	client, _, err := websocket.Dial(context.Background(), "wss"+strings.TrimPrefix(srv.URL, "https"), &websocket.DialOptions{HTTPClient: &http.Client{Transport: rt}})
 	if err != nil {

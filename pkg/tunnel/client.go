@@ -24,16 +24,21 @@ import (
 type DialOptions struct {
 	// TLSConfig verifies the relay (RootCAs: the CA bundle; nil uses the
 	// system pool) and may present a client certificate. Nil means a default
-	// TLS 1.3 client config. NextProtos is overridden: the upgrade is HTTP/1.1.
+	// client config. MinVersion is raised to TLS 1.3 and NextProtos is
+	// overridden (the upgrade is HTTP/1.1), as SPEC.md requires.
 	TLSConfig *tls.Config
 	// Proxy picks an HTTPS proxy for the relay URL. Nil means
 	// http.ProxyFromEnvironment (HTTPS_PROXY, NO_PROXY).
 	Proxy func(*http.Request) (*url.URL, error)
-	// Header is sent with the WebSocket upgrade, e.g. the credentials.
+	// Header is sent with the WebSocket upgrade, e.g. the credentials. A
+	// missing User-Agent is set to UserAgent.
 	Header http.Header
 	// Config tunes the session.
 	Config *Config
 }
+
+// UserAgent is sent on the upgrade unless DialOptions.Header sets another.
+const UserAgent = "clusterconnect-agent"
 
 // Dial connects one tunnel to the relay's agent endpoint (an https:// or
 // wss:// URL) and returns the agent's side of the session; call Serve on it.
@@ -47,9 +52,18 @@ func Dial(ctx context.Context, relayURL string, opts *DialOptions) (*Session, er
 	if opts.TLSConfig != nil {
 		tlsCfg = opts.TLSConfig.Clone()
 	} else {
-		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS13}
+		tlsCfg = &tls.Config{}
 	}
+	// SPEC.md §1: TLS 1.3, ALPN http/1.1 only.
+	tlsCfg.MinVersion = max(tlsCfg.MinVersion, tls.VersionTLS13)
 	tlsCfg.NextProtos = []string{"http/1.1"}
+	header := opts.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	if header.Get("User-Agent") == "" {
+		header.Set("User-Agent", UserAgent)
+	}
 	proxy := opts.Proxy
 	if proxy == nil {
 		proxy = http.ProxyFromEnvironment
@@ -71,8 +85,8 @@ func Dial(ctx context.Context, relayURL string, opts *DialOptions) (*Session, er
 		// Coalesce the client's masked writes: coder/websocket flushes every
 		// 4 KiB, which made agent→relay throughput syscall-bound
 		// (docs/performance.md).
-		HTTPClient:   &http.Client{Transport: BatchWebSocketWrites(tr)},
-		HTTPHeader:   opts.Header,
+		HTTPClient:   &http.Client{Transport: batchWebSocketWrites(tr)},
+		HTTPHeader:   header,
 		Subprotocols: []string{Subprotocol},
 	})
 	if err != nil {
@@ -120,20 +134,27 @@ func dialError(u string, resp *http.Response, err error) error {
 	return &RefusedError{URL: u, StatusCode: resp.StatusCode, Message: msg}
 }
 
+// Defaults of a zero Backoff (SPEC.md §4, Reconnect).
+const (
+	DefaultBackoffMin = 500 * time.Millisecond
+	DefaultBackoffMax = 8 * time.Second
+)
+
 // Backoff is an exponential backoff with full jitter: before attempt n the
-// wait is uniform in [0, min(Max, Min·2ⁿ)).
+// wait is uniform in (0, min(Max, Min·2ⁿ)].
 type Backoff struct {
-	Min, Max time.Duration // zero: 500 ms and 30 s
+	Min, Max time.Duration // zero: DefaultBackoffMin and DefaultBackoffMax
 }
 
-// Delay returns the wait before retry number attempt (0-based).
+// Delay returns the wait before attempt number attempt, where attempt 0 is
+// the first try (which a Client makes without waiting) and 1 the first retry.
 func (b Backoff) Delay(attempt int) time.Duration {
 	lo, hi := b.Min, b.Max
 	if lo <= 0 {
-		lo = 500 * time.Millisecond
+		lo = DefaultBackoffMin
 	}
 	if hi <= 0 {
-		hi = 30 * time.Second
+		hi = DefaultBackoffMax
 	}
 	ceil := hi
 	if attempt < 32 && lo<<attempt > 0 && lo<<attempt < hi {
@@ -158,8 +179,9 @@ type ClientOptions struct {
 	Credentials func(ctx context.Context) (http.Header, error)
 	// Backoff between reconnects.
 	Backoff Backoff
-	// DrainTimeout bounds how long streams in flight may finish on shutdown;
-	// zero means DefaultDrainTimeout.
+	// DrainTimeout bounds how long streams in flight may finish on shutdown
+	// or after a Refresh; zero means Dial.Config's DrainTimeout (itself
+	// DefaultDrainTimeout when zero).
 	DrainTimeout time.Duration
 	// Logger; nil means discard.
 	Logger *slog.Logger
@@ -168,8 +190,9 @@ type ClientOptions struct {
 // Client keeps an agent's tunnels to the relay connected, each on its own
 // reconnect loop, and serves their streams.
 type Client struct {
-	opts ClientOptions
-	log  *slog.Logger
+	opts  ClientOptions
+	log   *slog.Logger
+	delay func(attempt int) time.Duration // Backoff.Delay; tests record it
 
 	mu       sync.Mutex
 	sessions map[int]*Session
@@ -195,12 +218,15 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, err
 	}
 	if opts.DrainTimeout == 0 {
-		opts.DrainTimeout = DefaultDrainTimeout
+		opts.DrainTimeout = opts.Dial.Config.withDefaults().DrainTimeout
+	}
+	if opts.DrainTimeout < 0 {
+		return nil, fmt.Errorf("tunnel: drain timeout must not be negative, got %s", opts.DrainTimeout)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}}
+	c := &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}, delay: opts.Backoff.Delay}
 	for range opts.Tunnels {
 		c.refresh = append(c.refresh, make(chan struct{}, 1))
 	}
@@ -261,7 +287,7 @@ func (c *Client) loop(ctx context.Context, index int) {
 			if m := c.opts.Dial.Config.metrics(); m != nil {
 				m.Reconnects.Inc()
 			}
-			t := time.NewTimer(c.opts.Backoff.Delay(attempt - 1))
+			t := time.NewTimer(c.delay(attempt))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -322,8 +348,14 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 		c.drains.Add(1)
 		go func() {
 			defer c.drains.Done()
-			// Streams in flight finish on the old session; ctx bounds it.
-			_ = old.Shutdown(ctx)
+			// Streams in flight finish on the old session, for at most the
+			// drain timeout; the end of ctx does not cut that short, as it
+			// does not for the current session's drain.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.DrainTimeout)
+			defer cancel()
+			if err := old.Shutdown(dctx); err != nil {
+				log.Warn("tunnel drain after refresh incomplete", "err", err)
+			}
 			<-oldDone
 		}()
 		s, done = ns, start(ns)

@@ -52,6 +52,12 @@ type Config struct {
 	// of its request cannot pin a stream and its window. Zero means
 	// DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// DrainTimeout bounds how long an agent's Serve lets streams in flight
+	// finish once its context is done (and a Client's drain of a replaced
+	// tunnel); the drain ends earlier when the last stream does. The relay
+	// bounds its drain with the context it passes to Shutdown instead. Zero
+	// means DefaultDrainTimeout.
+	DrainTimeout time.Duration
 	// Logger receives session events. Nil means discard.
 	Logger *slog.Logger
 	// Metrics, when set, is updated by the session. Nil means none.
@@ -81,6 +87,9 @@ func (c *Config) withDefaults() Config {
 	if out.CloseTimeout == 0 {
 		out.CloseTimeout = DefaultCloseTimeout
 	}
+	if out.DrainTimeout == 0 {
+		out.DrainTimeout = DefaultDrainTimeout
+	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,7 +105,7 @@ func (c *Config) Validate() error {
 	if d.MaxStreams < 1 {
 		return fmt.Errorf("tunnel: max streams %d must be at least 1", d.MaxStreams)
 	}
-	if d.KeepAliveInterval < 0 || d.KeepAliveTimeout < 0 || d.DialTimeout < 0 || d.CloseTimeout < 0 {
+	if d.KeepAliveInterval < 0 || d.KeepAliveTimeout < 0 || d.DialTimeout < 0 || d.CloseTimeout < 0 || d.DrainTimeout < 0 {
 		return fmt.Errorf("tunnel: durations must not be negative")
 	}
 	return nil

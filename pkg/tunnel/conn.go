@@ -11,6 +11,8 @@ import (
 const (
 	yamuxHeaderSize = 12
 	yamuxTypeData   = 0
+	yamuxTypeGoAway = 3
+	yamuxGoAwayNorm = 0 // go-away code of a normal drain
 )
 
 // wsConn sits between yamux and the WebSocket net.Conn. yamux writes a data
@@ -35,6 +37,14 @@ type wsConn struct {
 	// for the end.
 	onClose   func()
 	closeOnce sync.Once
+
+	// The read side follows the frame headers yamux receives, only to see
+	// the peer's go-away (yamux keeps it to itself) and call onGoAway.
+	// yamux reads from a single goroutine (its receive loop).
+	onGoAway func()
+	rhdr     [yamuxHeaderSize]byte
+	rn       int    // bytes of rhdr seen
+	rskip    uint64 // data frame body bytes still to pass
 }
 
 func (c *wsConn) Close() error {
@@ -88,8 +98,39 @@ func (c *wsConn) Write(p []byte) (int, error) {
 
 func (c *wsConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if c.m != nil && n > 0 {
-		c.m.BytesRx.Add(float64(n))
+	if n > 0 {
+		if c.m != nil {
+			c.m.BytesRx.Add(float64(n))
+		}
+		c.scan(p[:n])
 	}
 	return n, err
+}
+
+// scan follows the frames in bytes yamux has read: headers are looked at,
+// data bodies skipped.
+func (c *wsConn) scan(p []byte) {
+	for len(p) > 0 {
+		if c.rskip > 0 {
+			k := min(uint64(len(p)), c.rskip)
+			p, c.rskip = p[k:], c.rskip-k
+			continue
+		}
+		k := copy(c.rhdr[c.rn:], p)
+		c.rn += k
+		p = p[k:]
+		if c.rn < yamuxHeaderSize {
+			return
+		}
+		c.rn = 0
+		length := binary.BigEndian.Uint32(c.rhdr[8:])
+		switch c.rhdr[1] {
+		case yamuxTypeData:
+			c.rskip = uint64(length)
+		case yamuxTypeGoAway:
+			if length == yamuxGoAwayNorm && c.onGoAway != nil {
+				c.onGoAway()
+			}
+		}
+	}
 }

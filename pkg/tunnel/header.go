@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 )
 
 // Version is the stream header version this package speaks. See SPEC.md.
@@ -60,6 +62,9 @@ type StreamError struct {
 	Target  string
 	Code    Code
 	Message string // the agent's explanation
+	// Version is the stream header version the agent speaks (its reply's
+	// byte 0). With CodeUnsupportedVersion the relay may retry in it.
+	Version uint8
 }
 
 func (e *StreamError) Error() string {
@@ -122,9 +127,18 @@ func readRequest(r io.Reader) (version uint8, target string, err error) {
 // appendReply appends the agent's reply to a request header.
 //
 //	version(1) code(1) len(2, big endian) message(len)
+//
+// The message is UTF-8 (SPEC.md): invalid bytes, e.g. from an upstream's
+// error, are replaced, and a message over MaxMessageLen is cut at the last
+// whole rune that fits.
 func appendReply(b []byte, code Code, msg string) []byte {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	if len(msg) > MaxMessageLen {
-		msg = msg[:MaxMessageLen]
+		cut := MaxMessageLen
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
 	}
 	b = append(b, Version, byte(code))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))

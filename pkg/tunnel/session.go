@@ -31,22 +31,30 @@ type Session struct {
 	wg     sync.WaitGroup // streams being served (agent side)
 
 	draining  atomic.Bool
+	changed   chan struct{} // a token whenever a stream ends, for Shutdown
 	closeOnce sync.Once
 	cancel    context.CancelFunc // ends the WebSocket net.Conn's context
 
-	hookMu   sync.Mutex
-	finished bool
-	hooks    []func()
+	hookMu     sync.Mutex
+	finished   bool
+	hooks      []func()
+	drained    bool // drain hooks have run
+	drainHooks []func()
 }
 
 func newSession(ws net.Conn, cancel context.CancelFunc, cfg Config, client bool) (*Session, error) {
 	conn := newWSConn(ws, cfg.Metrics)
-	s := &Session{cfg: cfg, log: cfg.Logger, cancel: cancel}
+	s := &Session{cfg: cfg, log: cfg.Logger, cancel: cancel, changed: make(chan struct{}, 1)}
 	if m := cfg.Metrics; m != nil {
 		m.Tunnels.Inc()
 	}
 	// Set before yamux starts its loops, which may close the conn at once.
 	conn.onClose = s.finish
+	// yamux notes the peer's go-away but tells nobody until the next
+	// OpenStream fails; the relay needs to know at once, to stop offering the
+	// session and to close its idle streams. The hooks run on their own
+	// goroutine: the read loop must not wait for them.
+	conn.onGoAway = func() { go s.startDrain() }
 	var (
 		mux *yamux.Session
 		err error
@@ -101,8 +109,53 @@ func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 // Closed reports whether the session has ended.
 func (s *Session) Closed() bool { return s.mux.IsClosed() }
 
-// Draining reports whether the session accepts no new streams.
+// Draining reports whether the session accepts no new streams: Shutdown
+// was called on it, or the peer sent a go-away.
 func (s *Session) Draining() bool { return s.draining.Load() }
+
+// OnDrain runs f once when the session starts draining (at once if it
+// already is): when Shutdown is called on this side, or when the peer's
+// go-away arrives. f must not block for long.
+//
+// Streams that are open but idle keep a drain waiting until its deadline, and
+// only their owner knows they are idle: the relay passes its http.Transport's
+// CloseIdleConnections here, so that a draining session ends as soon as the
+// requests in flight on it are done.
+func (s *Session) OnDrain(f func()) {
+	s.hookMu.Lock()
+	if !s.drained {
+		s.drainHooks = append(s.drainHooks, f)
+		s.hookMu.Unlock()
+		return
+	}
+	s.hookMu.Unlock()
+	f()
+}
+
+// startDrain marks the session draining and runs the drain hooks once.
+func (s *Session) startDrain() {
+	s.draining.Store(true)
+	s.hookMu.Lock()
+	if s.drained {
+		s.hookMu.Unlock()
+		return
+	}
+	hooks := s.drainHooks
+	s.drainHooks, s.drained = nil, true
+	s.hookMu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
+}
+
+// release counts a stream as ended and wakes a Shutdown waiting for the last.
+func (s *Session) release() {
+	s.active.Add(-1)
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
 
 // ActiveStreams is the number of streams open now that this side opened or is serving.
 func (s *Session) ActiveStreams() int { return int(s.active.Load()) }
@@ -114,27 +167,26 @@ func (s *Session) Close() error {
 	return err
 }
 
-// Shutdown drains the session: the peer is told to open no new streams
-// (a yamux go-away), streams in flight may finish until ctx is done, and then
-// the session is closed.
+// Shutdown drains the session: no new stream is opened or accepted from
+// now on, the peer is told so (a yamux go-away, which runs the peer's OnDrain
+// hooks), this side's OnDrain hooks run (the relay closes its idle streams
+// there), and the session is closed as soon as the last stream in flight has
+// ended, or when ctx is done, whichever comes first.
 func (s *Session) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
 	_ = s.mux.GoAway()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
+	s.startDrain()
 	for s.active.Load() > 0 && !s.mux.IsClosed() {
 		select {
 		case <-ctx.Done():
+			n := s.active.Load()
 			s.Close()
-			return fmt.Errorf("tunnel: drain ended with %d streams open: %w", s.active.Load(), ctx.Err())
-		case <-t.C:
+			return fmt.Errorf("tunnel: drain ended with %d streams open: %w", n, ctx.Err())
+		case <-s.changed:
+		case <-s.mux.CloseChan():
 		}
 	}
 	return s.Close()
 }
-
-// Ping sends a ping and returns the round-trip time.
-func (s *Session) Ping() (time.Duration, error) { return s.mux.Ping() }
 
 // Open opens a stream to the named target through the agent and waits for
 // the agent's reply. A refusal is a *StreamError. ctx bounds the whole
@@ -148,16 +200,16 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 		return nil, ErrSessionClosed
 	}
 	if n := s.active.Add(1); n > int64(s.cfg.MaxStreams) {
-		s.active.Add(-1)
+		s.release()
 		return nil, ErrTooManyStreams
 	}
 	start := time.Now()
 	st, err := s.mux.OpenStream()
 	if err != nil {
-		s.active.Add(-1)
+		s.release()
 		if errors.Is(err, yamux.ErrRemoteGoAway) {
 			// The peer is draining this session: stop offering it.
-			s.draining.Store(true)
+			s.startDrain()
 		}
 		if errors.Is(err, yamux.ErrRemoteGoAway) || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrStreamsExhausted) {
 			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, err)
@@ -175,7 +227,7 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 	}
 	_ = st.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Unix(1, 0)) })
-	code, msg, err := s.handshake(st, target)
+	version, code, msg, err := s.handshake(st, target)
 	stopped := stop()
 	if err == nil && !stopped {
 		err = ctx.Err() // the deadline was cut short by ctx
@@ -195,13 +247,18 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("tunnel: open stream to %q: %w", target, err)
 	}
+	if version != Version && code != CodeUnsupportedVersion {
+		// The agent answered in a version this side does not speak: its
+		// code and message cannot be trusted to mean what they say here.
+		code, msg = CodeUnsupportedVersion, fmt.Sprintf("agent replied with stream header version %d (code %d); this relay speaks version %d", version, uint8(code), Version)
+	}
 	if code != CodeOK {
 		c.Close()
 		s.cfg.Metrics.error(code.String())
 		if code == CodeShuttingDown || code == CodeTooManyStreams {
-			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, &StreamError{Target: target, Code: code, Message: msg})
+			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, &StreamError{Target: target, Code: code, Message: msg, Version: version})
 		}
-		return nil, &StreamError{Target: target, Code: code, Message: msg}
+		return nil, &StreamError{Target: target, Code: code, Message: msg, Version: version}
 	}
 	_ = st.SetDeadline(time.Time{})
 	if m := s.cfg.Metrics; m != nil {
@@ -210,13 +267,12 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 	return c, nil
 }
 
-func (s *Session) handshake(st *yamux.Stream, target string) (Code, string, error) {
+func (s *Session) handshake(st *yamux.Stream, target string) (uint8, Code, string, error) {
 	var buf [4 + MaxTargetLen]byte
 	if _, err := st.Write(appendRequest(buf[:0], target)); err != nil {
-		return 0, "", err
+		return 0, 0, "", err
 	}
-	_, code, msg, err := readReply(st)
-	return code, msg, err
+	return readReply(st)
 }
 
 // timeoutError is a net.Error whose Timeout is true.
@@ -238,7 +294,7 @@ type stream struct {
 func (c *stream) Close() error {
 	err := c.Stream.Close()
 	c.once.Do(func() {
-		c.s.active.Add(-1)
+		c.s.release()
 		if m := c.s.cfg.Metrics; m != nil {
 			m.Streams.Dec()
 		}
@@ -255,8 +311,12 @@ type Targets map[string]DialFunc
 
 // Serve accepts streams on an agent's session and pipes each to its target,
 // until the session ends or ctx is done; then it drains (Shutdown) for at most
-// drain and returns.
+// drain and returns. A drain of zero means the session's
+// Config.DrainTimeout.
 func (s *Session) Serve(ctx context.Context, targets Targets, drain time.Duration) error {
+	if drain <= 0 {
+		drain = s.cfg.DrainTimeout
+	}
 	stop := context.AfterFunc(ctx, func() {
 		dctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,12 @@ type Plane struct {
 	proxy *httputil.ReverseProxy
 	tr    *http.Transport
 	reqs  *prometheus.CounterVec
+
+	// drainingTunnels counts tunnels whose agent is draining but that are
+	// not closed yet: while it is not zero, a finished request closes the
+	// proxy's idle connections, each an open stream that would otherwise
+	// hold the agent's drain until its deadline.
+	drainingTunnels atomic.Int64
 
 	mu       sync.Mutex
 	pools    map[string]*tunnel.Pool
@@ -158,6 +165,28 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 	p.agents.Add(1)
 	defer p.agents.Done()
 	pl := p.pool(cluster, true)
+	// The count of draining tunnels must not outlive this tunnel, even when
+	// its drain starts as it closes.
+	var hookMu sync.Mutex
+	var counted, ended bool
+	sess.OnDrain(func() {
+		hookMu.Lock()
+		if !counted && !ended {
+			counted = true
+			p.drainingTunnels.Add(1)
+		}
+		hookMu.Unlock()
+		// Not on the tunnel's read loop: closing connections writes to it.
+		go p.tr.CloseIdleConnections()
+	})
+	defer func() {
+		hookMu.Lock()
+		ended = true
+		if counted {
+			p.drainingTunnels.Add(-1)
+		}
+		hookMu.Unlock()
+	}()
 	pl.Add(sess)
 	// A delete that raced with this connect must still win.
 	if ok, err := p.cfg.Registered(context.Background(), cluster); err == nil && !ok {
@@ -212,6 +241,11 @@ func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	defer p.inflight.Done()
 	p.proxy.ServeHTTP(w, r)
+	if p.drainingTunnels.Load() > 0 {
+		// The connection this request used may belong to a draining
+		// tunnel and has just gone idle.
+		p.tr.CloseIdleConnections()
+	}
 }
 
 func notConnected(name string) string {

@@ -1,6 +1,11 @@
-// Package token validates Microsoft Entra ID (Azure AD) access tokens, and
+// Package entra validates Microsoft Entra ID (Azure AD) access tokens, and
 // those of any issuer shaped like it, and maps them to a Kubernetes
-// identity. It is shared by kube-aad-proxy (package aadproxy) and guard.
+// identity. It is shared by kube-aad-proxy (package aadproxy) and guard,
+// and is meant for every component that accepts Entra tokens.
+//
+// Commands take the same flags everywhere ([Options]) and start a verifier
+// with [Options.Start], which also discovers the issuers in the background
+// so that the first requests do not wait for it.
 //
 // A [Verifier] is configured with tenants and audiences. For each tenant it
 // accepts both Entra issuer forms:
@@ -27,4 +32,4 @@
 // than 200 groups and adds _claim_names/_claim_sources instead. The
 // verifier then asks its [GroupResolver] (see package aadproxy/graph) and
 // fails closed if there is none or it fails.
-package token
+package entra

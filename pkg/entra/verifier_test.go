@@ -1,4 +1,4 @@
-package token_test
+package entra_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/clusterconnect/clusterconnect/aadproxy/graph"
-	"github.com/clusterconnect/clusterconnect/aadproxy/token"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/test/oidc"
 )
 
@@ -34,9 +34,9 @@ const (
 
 type env struct {
 	iss     *oidc.Issuer
-	v       *token.Verifier
+	v       *entra.Verifier
 	reg     *prometheus.Registry
-	metrics *token.Metrics
+	metrics *entra.Metrics
 	client  *http.Client
 }
 
@@ -50,7 +50,7 @@ func client(t *testing.T, caPEM []byte) *http.Client {
 
 // newEnv starts a local issuer and a verifier for it. mod adjusts the
 // verifier's config.
-func newEnv(t *testing.T, mod func(*token.Config)) *env {
+func newEnv(t *testing.T, mod func(*entra.Config)) *env {
 	t.Helper()
 	iss, err := oidc.Start(&oidc.Options{Clients: map[string]string{graphApp: graphSecret}})
 	if err != nil {
@@ -58,8 +58,8 @@ func newEnv(t *testing.T, mod func(*token.Config)) *env {
 	}
 	t.Cleanup(func() { iss.Close() })
 	e := &env{iss: iss, reg: prometheus.NewRegistry(), client: client(t, iss.CAPEM)}
-	e.metrics = token.NewMetrics(e.reg, "test")
-	cfg := &token.Config{
+	e.metrics = entra.NewMetrics(e.reg, "test")
+	cfg := &entra.Config{
 		IssuerURL:   iss.URL,
 		V1IssuerURL: iss.V1Base(),
 		Tenants:     []string{tenant},
@@ -72,7 +72,7 @@ func newEnv(t *testing.T, mod func(*token.Config)) *env {
 	if mod != nil {
 		mod(cfg)
 	}
-	if e.v, err = token.NewVerifier(cfg); err != nil {
+	if e.v, err = entra.NewVerifier(cfg); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -106,7 +106,7 @@ func TestVerifyBothIssuerForms(t *testing.T) {
 }
 
 func TestUsernameClaims(t *testing.T) {
-	e := newEnv(t, func(c *token.Config) { c.UsernamePrefix, c.GroupsPrefix = "aad:", "aadgroup:" })
+	e := newEnv(t, func(c *entra.Config) { c.UsernamePrefix, c.GroupsPrefix = "aad:", "aadgroup:" })
 	tok := good(2)
 	tok.UPN = "" // no preferred_username: falls back to oid
 	id, err := e.v.Verify(t.Context(), e.iss.MustMint(tok))
@@ -116,14 +116,14 @@ func TestUsernameClaims(t *testing.T) {
 	if id.Username != "aad:oid-alice" || id.Groups[0] != "aadgroup:g-1" {
 		t.Errorf("identity = %+v", id)
 	}
-	e2 := newEnv(t, func(c *token.Config) { c.UsernameClaims = []string{"email"} })
+	e2 := newEnv(t, func(c *entra.Config) { c.UsernameClaims = []string{"email"} })
 	tok = good(2)
 	tok.Extra = map[string]any{"email": "alice@mail.example"}
 	if id, err := e2.v.Verify(t.Context(), e2.iss.MustMint(tok)); err != nil || id.Username != "alice@mail.example" {
 		t.Errorf("email claim: %+v %v", id, err)
 	}
 	tok.Extra = nil
-	if _, err := e2.v.Verify(t.Context(), e2.iss.MustMint(tok)); token.ReasonOf(err) != token.ReasonInvalidIdentity {
+	if _, err := e2.v.Verify(t.Context(), e2.iss.MustMint(tok)); entra.ReasonOf(err) != entra.ReasonInvalidIdentity {
 		t.Errorf("missing username claim: %v", err)
 	}
 }
@@ -145,28 +145,28 @@ func TestRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		raw   string
-		want  token.Reason
+		want  entra.Reason
 		inMsg string
 	}{
-		{"expired", mint(func(t *oidc.Token) { t.TTL = -10 * time.Minute }), token.ReasonExpired, "expired at"},
-		{"not yet valid", mint(func(t *oidc.Token) { t.NotBefore = 10 * time.Minute }), token.ReasonNotYetValid, "not valid before"},
-		{"wrong audience", mint(func(t *oidc.Token) { t.Audience = "api://someone-else" }), token.ReasonWrongAudience, `audience ["api://someone-else"]`},
-		{"wrong tenant v2", mint(func(t *oidc.Token) { t.Tenant = otherTenant }), token.ReasonUnknownIssuer, "tenant is not configured"},
-		{"wrong tenant v1", mint(func(t *oidc.Token) { t.Tenant, t.Version = otherTenant, 1 }), token.ReasonUnknownIssuer, "tenant is not configured"},
-		{"alg none", mint(func(t *oidc.Token) { t.Alg = "none" }), token.ReasonAlgorithm, `"none" is refused`},
-		{"alg HS256", mint(func(t *oidc.Token) { t.Alg = "HS256" }), token.ReasonAlgorithm, `"HS256" is refused`},
-		{"tampered", tampered, token.ReasonBadSignature, "does not verify"},
-		{"unknown key", foreignKey, token.ReasonBadSignature, "does not publish"},
-		{"tid mismatch", mint(func(t *oidc.Token) { t.Extra = map[string]any{"tid": otherTenant} }), token.ReasonInvalidIdentity, "does not match"},
-		{"system user", mint(func(t *oidc.Token) { t.UPN = "system:admin" }), token.ReasonInvalidIdentity, "reserved"},
-		{"system group", mint(func(t *oidc.Token) { t.Groups = []string{"system:masters"} }), token.ReasonInvalidIdentity, "reserved"},
-		{"groups not strings", mint(func(t *oidc.Token) { t.Extra = map[string]any{"groups": "g-1"} }), token.ReasonMalformed, "groups"},
-		{"no oid", mint(func(t *oidc.Token) { t.Extra = map[string]any{"oid": ""} }), token.ReasonInvalidIdentity, "no oid"},
-		{"overage without resolver", mint(func(t *oidc.Token) { t.Overage = true }), token.ReasonGroupsOverage, "no Graph endpoint"},
+		{"expired", mint(func(t *oidc.Token) { t.TTL = -10 * time.Minute }), entra.ReasonExpired, "expired at"},
+		{"not yet valid", mint(func(t *oidc.Token) { t.NotBefore = 10 * time.Minute }), entra.ReasonNotYetValid, "not valid before"},
+		{"wrong audience", mint(func(t *oidc.Token) { t.Audience = "api://someone-else" }), entra.ReasonWrongAudience, `audience ["api://someone-else"]`},
+		{"wrong tenant v2", mint(func(t *oidc.Token) { t.Tenant = otherTenant }), entra.ReasonUnknownIssuer, "tenant is not configured"},
+		{"wrong tenant v1", mint(func(t *oidc.Token) { t.Tenant, t.Version = otherTenant, 1 }), entra.ReasonUnknownIssuer, "tenant is not configured"},
+		{"alg none", mint(func(t *oidc.Token) { t.Alg = "none" }), entra.ReasonAlgorithm, `"none" is refused`},
+		{"alg HS256", mint(func(t *oidc.Token) { t.Alg = "HS256" }), entra.ReasonAlgorithm, `"HS256" is refused`},
+		{"tampered", tampered, entra.ReasonBadSignature, "does not verify"},
+		{"unknown key", foreignKey, entra.ReasonBadSignature, "does not publish"},
+		{"tid mismatch", mint(func(t *oidc.Token) { t.Extra = map[string]any{"tid": otherTenant} }), entra.ReasonInvalidIdentity, "does not match"},
+		{"system user", mint(func(t *oidc.Token) { t.UPN = "system:admin" }), entra.ReasonInvalidIdentity, "reserved"},
+		{"system group", mint(func(t *oidc.Token) { t.Groups = []string{"system:masters"} }), entra.ReasonInvalidIdentity, "reserved"},
+		{"groups not strings", mint(func(t *oidc.Token) { t.Extra = map[string]any{"groups": "g-1"} }), entra.ReasonMalformed, "groups"},
+		{"no oid", mint(func(t *oidc.Token) { t.Extra = map[string]any{"oid": ""} }), entra.ReasonInvalidIdentity, "no oid"},
+		{"overage without resolver", mint(func(t *oidc.Token) { t.Overage = true }), entra.ReasonGroupsOverage, "no Graph endpoint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := e.v.Verify(t.Context(), tc.raw)
-			var te *token.Error
+			var te *entra.Error
 			if !errors.As(err, &te) || te.Reason != tc.want {
 				t.Fatalf("Verify = %+v, %v; want reason %s", id, err, tc.want)
 			}
@@ -178,7 +178,7 @@ func TestRefused(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(e.metrics.FailureCount(token.ReasonBadSignature)); got != 2 {
+	if got := testutil.ToFloat64(e.metrics.FailureCount(entra.ReasonBadSignature)); got != 2 {
 		t.Errorf("bad_signature failures = %v, want 2", got)
 	}
 }
@@ -194,7 +194,7 @@ func TestNotEntraPassesThrough(t *testing.T) {
 		"static token":    "e2e-admin-token",
 		"garbage jwt":     "a.b.c",
 	} {
-		if _, err := e.v.Verify(t.Context(), raw); !errors.Is(err, token.ErrNotEntra) {
+		if _, err := e.v.Verify(t.Context(), raw); !errors.Is(err, entra.ErrNotEntra) {
 			t.Errorf("%s: err = %v, want ErrNotEntra", name, err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestMinRefreshIntervalWaitsInsteadOfFailing(t *testing.T) {
-	e := newEnv(t, func(c *token.Config) { c.MinRefreshInterval = 200 * time.Millisecond })
+	e := newEnv(t, func(c *entra.Config) { c.MinRefreshInterval = 200 * time.Millisecond })
 	ctx := t.Context()
 	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func TestMinRefreshIntervalWaitsInsteadOfFailing(t *testing.T) {
 	e.iss.RotateKey()
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := e.v.Verify(cctx, e.iss.MustMint(good(2))); token.ReasonOf(err) != token.ReasonIssuerUnavailable {
+	if _, err := e.v.Verify(cctx, e.iss.MustMint(good(2))); entra.ReasonOf(err) != entra.ReasonIssuerUnavailable {
 		t.Errorf("cancelled verify: %v", err)
 	}
 }
@@ -268,7 +268,7 @@ func TestOverage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := token.NewVerifier(&token.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{clientID}, HTTPClient: hc, Groups: res})
+	v, err := entra.NewVerifier(&entra.Config{IssuerURL: iss.URL, V1IssuerURL: iss.V1Base(), Tenants: []string{tenant}, Audiences: []string{clientID}, HTTPClient: hc, Groups: res})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestOverage(t *testing.T) {
 	// A user Graph does not know: fail closed with the Graph error.
 	tok.OID = "oid-unknown"
 	_, err = v.Verify(t.Context(), iss.MustMint(tok))
-	if token.ReasonOf(err) != token.ReasonGroupsOverage || !strings.Contains(err.Error(), "Request_ResourceNotFound") {
+	if entra.ReasonOf(err) != entra.ReasonGroupsOverage || !strings.Contains(err.Error(), "Request_ResourceNotFound") {
 		t.Errorf("unknown user: %v", err)
 	}
 	// Wrong app credentials: fail closed, saying so.
@@ -312,25 +312,25 @@ func TestIssuerUnavailable(t *testing.T) {
 	}
 	base := "https://" + ln.Addr().String()
 	ln.Close()
-	v, err := token.NewVerifier(&token.Config{IssuerURL: base, V1IssuerURL: base + "/sts", Tenants: []string{tenant}, Audiences: []string{clientID}})
+	v, err := entra.NewVerifier(&entra.Config{IssuerURL: base, V1IssuerURL: base + "/sts", Tenants: []string{tenant}, Audiences: []string{clientID}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	iss, _ := oidc.Start(nil)
 	defer iss.Close()
 	raw, _ := iss.Sign(map[string]any{"iss": base + "/" + tenant + "/v2.0", "aud": clientID}, "RS256")
-	if _, err := v.Verify(t.Context(), raw); token.ReasonOf(err) != token.ReasonIssuerUnavailable {
+	if _, err := v.Verify(t.Context(), raw); entra.ReasonOf(err) != entra.ReasonIssuerUnavailable {
 		t.Errorf("issuer down: %v", err)
 	}
 }
 
 func TestConfigRefusesSymmetricAndNone(t *testing.T) {
 	for _, algs := range [][]string{{"none"}, {"HS256"}, {"RS256", "HS512"}} {
-		if _, err := token.NewVerifier(&token.Config{Tenants: []string{tenant}, Audiences: []string{clientID}, Algorithms: algs}); err == nil {
+		if _, err := entra.NewVerifier(&entra.Config{Tenants: []string{tenant}, Audiences: []string{clientID}, Algorithms: algs}); err == nil {
 			t.Errorf("algorithms %v accepted", algs)
 		}
 	}
-	if _, err := token.NewVerifier(nil); err == nil || !strings.Contains(err.Error(), "tenant") || !strings.Contains(err.Error(), "audience") {
+	if _, err := entra.NewVerifier(nil); err == nil || !strings.Contains(err.Error(), "tenant") || !strings.Contains(err.Error(), "audience") {
 		t.Errorf("nil config: %v", err)
 	}
 }

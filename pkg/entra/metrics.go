@@ -1,4 +1,4 @@
-package token
+package entra
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
