@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -126,6 +128,9 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.BackoffMax, "backoff-max", o.BackoffMax, "largest reconnect backoff ceiling (waits are uniform below the ceiling)")
 	o.Log.Flags(fs)
 }
+
+// Logger is the logger the options select, writing to w.
+func (o *Options) Logger(w io.Writer) *slog.Logger { return o.Log.New(w) }
 
 // Validate checks the options.
 func (o *Options) Validate() error {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -100,6 +102,9 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
 	o.Log.Flags(fs)
 }
+
+// Logger is the logger the options select, writing to w.
+func (o *Options) Logger(w io.Writer) *slog.Logger { return o.Log.New(w) }
 
 // Validate checks the options and fills in derived defaults.
 func (o *Options) Validate() error {

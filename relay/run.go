@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clusterconnect/clusterconnect/pkg/keypair"
+	"github.com/clusterconnect/clusterconnect/pkg/serve"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
@@ -46,7 +47,9 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		}
 		caPEM = b
 	}
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	// The serving certificate is read again when its files change (a
+	// renewed Secret), without a restart.
+	pair, err := keypair.New(certFile, keyFile, &keypair.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
@@ -80,7 +83,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 			KeepAliveInterval: o.KeepAliveInterval,
 			KeepAliveTimeout:  o.KeepAliveTimeout,
 		},
-		Registry: prometheus.NewRegistry(),
+		Registry: prometheus.NewRegistry(), // relay.New adds the Go and process collectors
 		Logger:   log,
 	})
 	if err != nil {
@@ -89,9 +92,9 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	hs := &http.Server{
 		Handler: srv,
 		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS13,
-			Certificates: []tls.Certificate{pair},
-			NextProtos:   []string{"h2", "http/1.1"},
+			MinVersion:     tls.VersionTLS13,
+			GetCertificate: pair.GetCertificate,
+			NextProtos:     []string{"h2", "http/1.1"},
 			// Agents present their cluster certificate; kubectl presents
 			// none. The relay verifies it per request, so an expired or
 			// foreign certificate gets an answer that says what to do
@@ -107,36 +110,26 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", o.Listen, err)
-	}
-	log.Info("relay listening", "addr", ln.Addr().String(), "external_url", o.ExternalURL, "data_dir", o.DataDir)
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("relay shutting down: draining tunnels and requests", "timeout", o.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(sctx) }()
-	err = hs.Shutdown(sctx)
-	if terr := <-done; terr != nil {
-		log.Warn("tunnel drain incomplete", "err", terr)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		hs.Close()
-		err = nil
-	}
-	log.Info("relay stopped")
-	return err
+	return serve.Run(ctx, serve.Config{
+		Server:          hs,
+		Listen:          o.Listen,
+		ShutdownTimeout: o.ShutdownTimeout,
+		// Tunnels are hijacked connections the HTTP server no longer
+		// tracks: the relay drains them itself, at the same time.
+		OnShutdown: func(ctx context.Context) error {
+			if err := srv.Shutdown(ctx); err != nil {
+				log.Warn("tunnel drain incomplete", "err", err)
+			}
+			return nil
+		},
+		Name:   "relay",
+		Logger: log,
+	}, func(addr, _ string) {
+		log.Info("relay listening", "addr", addr, "external_url", o.ExternalURL, "data_dir", o.DataDir)
+		if ready != nil {
+			ready(addr)
+		}
+	})
 }
 
 // adminToken reads the management API token, creating it on first start.

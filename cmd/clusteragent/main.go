@@ -4,29 +4,16 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
+	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/clusterconnect/clusterconnect/clusteragent"
+	"github.com/clusterconnect/clusterconnect/pkg/command"
 )
 
 func main() {
 	o := clusteragent.NewOptions()
-	fs := flag.NewFlagSet("clusteragent", flag.ExitOnError)
-	o.Flags(fs)
-	fs.Parse(os.Args[1:])
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "clusteragent: %v\n", err)
-		os.Exit(2)
-	}
-	log := o.Log.New(os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := clusteragent.Run(ctx, o, log, nil); err != nil {
-		log.Error("clusteragent failed", "err", err)
-		os.Exit(1)
-	}
+	os.Exit(command.Main("clusteragent", os.Args[1:], o, func(ctx context.Context, log *slog.Logger) error {
+		return clusteragent.Run(ctx, o, log, nil)
+	}))
 }

@@ -5,29 +5,16 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
+	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/clusterconnect/clusterconnect/pkg/command"
 	"github.com/clusterconnect/clusterconnect/relay"
 )
 
 func main() {
 	o := relay.NewOptions()
-	fs := flag.NewFlagSet("relay", flag.ExitOnError)
-	o.Flags(fs)
-	fs.Parse(os.Args[1:])
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
-		os.Exit(2)
-	}
-	log := o.Log.New(os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := relay.Run(ctx, o, log, nil); err != nil {
-		log.Error("relay failed", "err", err)
-		os.Exit(1)
-	}
+	os.Exit(command.Main("relay", os.Args[1:], o, func(ctx context.Context, log *slog.Logger) error {
+		return relay.Run(ctx, o, log, nil)
+	}))
 }
