@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,20 @@ func (e *env) fetch(path string) (*http.Response, string) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return resp, string(b)
+}
+
+// slowUpstream answers "done"; a request for /slow is held until release is
+// closed, and arrived is closed once it is in.
+func slowUpstream(t *testing.T) (up *httptest.Server, arrived, release chan struct{}) {
+	arrived, release = make(chan struct{}), make(chan struct{})
+	up = upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		io.WriteString(w, "done")
+	}))
+	return up, arrived, release
 }
 
 // Idle keep-alive connections in the relay's proxy transport are open
@@ -60,14 +75,7 @@ func TestShutdownDoesNotWaitForIdleKeepAlives(t *testing.T) {
 // at once with a reason to retry elsewhere; the drain ends with the request.
 func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	e := newEnv(t)
-	arrived, release := make(chan struct{}), make(chan struct{})
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			close(arrived)
-			<-release
-		}
-		io.WriteString(w, "done")
-	}))
+	up, arrived, release := slowUpstream(t)
 	e.agent("c1", e.identity("c1"), up.URL, 1)
 	e.waitConnected("c1", 1)
 	slow := make(chan string, 1)
@@ -121,14 +129,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 // connected.
 func TestAllTunnelsBusyIs503ClusterBusy(t *testing.T) {
 	e := newEnvTunnel(t, 0, &tunnel.Config{DialTimeout: 3 * time.Second, MaxStreams: 1})
-	arrived, release := make(chan struct{}), make(chan struct{})
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			close(arrived)
-			<-release
-		}
-		io.WriteString(w, "done")
-	}))
+	up, arrived, release := slowUpstream(t)
 	e.agent("c1", e.identity("c1"), up.URL, 1)
 	e.waitConnected("c1", 1)
 	slow := make(chan int, 1)
