@@ -11,11 +11,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,30 +24,9 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 )
-
-var nsCounter atomic.Int64
-
-// namespace creates a namespace (with its default ServiceAccount) for one test.
-func namespace(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	ns := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	if len(ns) > 40 {
-		ns = ns[:40]
-	}
-	ns = fmt.Sprintf("e2e-%s-%d", strings.Trim(ns, "-"), nsCounter.Add(1))
-	if err := shared.cluster.CreateNamespace(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // run runs kubectl with the relay-issued kubeconfig.
 func run(t *testing.T, ctx context.Context, args ...string) string {
@@ -67,21 +44,25 @@ func TestKubeconfigPointsAtRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
-	if want := shared.relay.url + "/clusters/e2e"; c.Server != want {
+	if want := shared.relay.URL + "/clusters/e2e"; c.Server != want {
 		t.Fatalf("kubeconfig server = %q, want %q", c.Server, want)
 	}
-	ca, _ := os.ReadFile(shared.relay.caFile())
+	ca, _ := os.ReadFile(shared.relay.CAFile())
 	if string(c.CertificateAuthorityData) != string(ca) {
 		t.Fatal("kubeconfig does not carry the relay CA")
 	}
 }
 
 // proxied200 reads the relay's count of proxied requests answered 200.
-func proxied200(t *testing.T, r *relayProc) float64 {
+func proxied200(t *testing.T, r *harness.Relay) float64 {
 	t.Helper()
-	tr := &http.Transport{TLSClientConfig: insecureTLS()}
+	cfg, err := r.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: cfg}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Get(r.url + "/metrics")
+	resp, err := (&http.Client{Transport: tr}).Get(r.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +78,7 @@ func proxied200(t *testing.T, r *relayProc) float64 {
 }
 
 func TestGetNamespaces(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	before := proxied200(t, shared.relay)
 	out := run(t, ctx, "get", "ns", "-o", "name")
 	for _, want := range []string{"namespace/default", "namespace/kube-system"} {
@@ -144,8 +125,8 @@ spec:
 `
 
 func TestApplyGetDelete(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	f := filepath.Join(t.TempDir(), "app.yaml")
 	os.WriteFile(f, []byte(manifest), 0o600)
 	out := run(t, ctx, "apply", "-n", ns, "-f", f)
@@ -165,16 +146,16 @@ func TestApplyGetDelete(t *testing.T) {
 	if !strings.Contains(out, `configmap "app-config" deleted`) {
 		t.Errorf("delete output:\n%s", out)
 	}
-	cs, _ := shared.cluster.Clientset()
+	cs, _ := env.Cluster.Clientset()
 	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "app-config", metav1.GetOptions{}); err == nil {
 		t.Error("configmap still exists after kubectl delete through the relay")
 	}
 }
 
 func TestPaginatedList(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
-	cs, err := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
+	cs, err := env.Cluster.Clientset()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,9 +196,9 @@ func TestPaginatedList(t *testing.T) {
 }
 
 func TestWatchSeesLaterObjects(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
-	cs, _ := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
+	cs, _ := env.Cluster.Clientset()
 	create := func(name string) {
 		t.Helper()
 		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
@@ -244,10 +225,10 @@ func TestWatchSeesLaterObjects(t *testing.T) {
 }
 
 func TestUnknownClusterIs404(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	cfg, _ := clientcmd.LoadFromFile(shared.kubeconfig)
 	for _, c := range cfg.Clusters {
-		c.Server = shared.relay.url + "/clusters/no-such-cluster"
+		c.Server = shared.relay.URL + "/clusters/no-such-cluster"
 	}
 	path := filepath.Join(t.TempDir(), "kc")
 	clientcmd.WriteToFile(*cfg, path)
@@ -263,17 +244,8 @@ func TestUnknownClusterIs404(t *testing.T) {
 }
 
 func TestAgentKilledGives503(t *testing.T) {
-	ctx := testContext(t)
-	r := shared.relay
-	a, err := r.connectCluster(ctx, "killed", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop()
-	kc, err := r.kubeconfig(ctx, "killed", shared.saToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := harness.TestContext(t)
+	a, kc := connect(t, ctx, shared.relay, "killed")
 	if _, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns"); err != nil {
 		t.Fatalf("before the kill: %v\n%s", err, stderr)
 	}
@@ -288,28 +260,14 @@ func TestAgentKilledGives503(t *testing.T) {
 }
 
 func TestRelayRestartAgentReconnects(t *testing.T) {
-	ctx := testContext(t)
-	dir := filepath.Join(shared.dir, "relay-restart")
-	r, err := startRelay(ctx, dir, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { r.stop() }()
-	a, err := r.connectCluster(ctx, "restart", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop()
-	kc, err := r.kubeconfig(ctx, "restart", shared.saToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := harness.TestContext(t)
+	r := startRelay(t, ctx, &harness.RelayOptions{DataDir: filepath.Join(env.Dir, "relay-restart")})
+	a, kc := connect(t, ctx, r, "restart")
 	if _, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns"); err != nil {
 		t.Fatalf("before the restart: %v\n%s", err, stderr)
 	}
-	r.stop()
-	r, err = startRelay(ctx, dir, r.port) // same port, same state
-	if err != nil {
+	r.Stop()
+	if err := r.Start(ctx); err != nil { // same port, same state
 		t.Fatal(err)
 	}
 	// The agent reconnects and kubectl works again within 10 s.
@@ -329,7 +287,7 @@ func TestRelayRestartAgentReconnects(t *testing.T) {
 // TestAgentRefusesTargetsOffItsAllowList plays the relay itself, so that it
 // can ask the real agent binary for streams the relay never asks for.
 func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	caCert, caKey, err := clusterca.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -366,8 +324,10 @@ func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
 	token := filepath.Join(dir, "token")
 	os.WriteFile(token, []byte("any"), 0o600)
-	fake := &relayProc{url: srv.URL, dataDir: dir}
-	a, err := startAgent(ctx, fake, "allow", token, 1, "--relay-ca-file", caFile)
+	fake := &harness.Relay{URL: srv.URL, DataDir: dir} // its CAFile is caFile
+	opts := agent("allow", 1)
+	opts.TokenFile = token
+	a, err := env.StartAgent(ctx, fake, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +339,7 @@ func TestAgentRefusesTargetsOffItsAllowList(t *testing.T) {
 		t.Fatalf("agent never connected:\n%s", a.Tail(20))
 	}
 	defer s.Close()
-	for _, target := range []string{"10.0.0.1:22", "127.0.0.1:22", strings.TrimPrefix(shared.cluster.URL, "https://"), "metadata"} {
+	for _, target := range []string{"10.0.0.1:22", "127.0.0.1:22", strings.TrimPrefix(env.Cluster.URL, "https://"), "metadata"} {
 		_, err := s.Open(ctx, target)
 		var se *tunnel.StreamError
 		if !errors.As(err, &se) || se.Code != tunnel.CodeTargetNotAllowed {

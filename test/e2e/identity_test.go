@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 	"github.com/clusterconnect/clusterconnect/test/proc"
 )
@@ -20,18 +21,14 @@ import (
 // waitLog waits until the process log contains substr.
 func waitLog(t *testing.T, ctx context.Context, p *proc.Process, substr string) {
 	t.Helper()
-	for !strings.Contains(p.Tail(400), substr) {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("log never said %q; last lines:\n%s", substr, p.Tail(30))
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := harness.WaitLog(ctx, p, substr); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func TestEnrolmentStoresIdentitySecret(t *testing.T) {
-	ctx := testContext(t)
-	cs, _ := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	cs, _ := env.Cluster.Clientset()
 	sec, err := cs.CoreV1().Secrets("agent-e2e").Get(ctx, "clusterconnect-identity", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("identity Secret of the connected cluster: %v", err)
@@ -61,24 +58,24 @@ func keys(m map[string][]byte) []string {
 }
 
 func TestAgentRestartReusesIdentity(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	r := shared.relay
-	a, err := r.connectCluster(ctx, "restarts", 1)
+	a, err := r.ConnectCluster(ctx, agent("restarts", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.Stop()
-	if err := r.waitTunnels(ctx, "restarts", 0); err != nil {
+	if err := r.WaitTunnels(ctx, "restarts", 0); err != nil {
 		t.Fatal(err)
 	}
 	// The token file still holds the used token: enrolling again would be
 	// refused, so connecting proves the Secret was reused.
-	a, err = startAgent(ctx, r, "restarts", filepath.Join(r.dataDir, "restarts.token"), 1)
+	a, err = env.StartAgent(ctx, r, agent("restarts", 1)) // with <DataDir>/restarts.token
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	if err := r.waitTunnels(ctx, "restarts", 1); err != nil {
+	if err := r.WaitTunnels(ctx, "restarts", 1); err != nil {
 		t.Fatalf("%v\nagent log:\n%s", err, a.Tail(20))
 	}
 	if strings.Contains(a.Tail(400), "registration token already used") {
@@ -87,56 +84,59 @@ func TestAgentRestartReusesIdentity(t *testing.T) {
 }
 
 func TestRegistrationTokenRefusals(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	r := shared.relay
 	// Reuse: a second agent (another namespace, so no Secret) with a token
 	// that was already used.
-	a, err := r.connectCluster(ctx, "reuse", 1)
+	a, err := r.ConnectCluster(ctx, agent("reuse", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	second, err := startAgent(ctx, r, "reuse", filepath.Join(r.dataDir, "reuse.token"), 1, "--namespace", "agent-reuse-2", "--identity-secret", "other")
+	reuse := agent("reuse", 1) // with <DataDir>/reuse.token
+	reuse.ExtraArgs = []string{"--namespace", "agent-reuse-2", "--identity-secret", "other"}
+	second, err := env.StartAgent(ctx, r, reuse)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer second.Stop()
-	shared.cluster.CreateNamespace(ctx, "agent-reuse-2")
+	env.Cluster.CreateNamespace(ctx, "agent-reuse-2")
 	waitLog(t, ctx, second, "registration token already used")
 
 	// Expiry: a token with a 1 s lifetime, used after it ended.
-	tok := filepath.Join(r.dataDir, "late.token")
-	if _, err := r.connectctl(ctx, "clusters", "create", "late", "--token-file", tok, "--token-ttl", "1s"); err != nil {
+	tok := filepath.Join(r.DataDir, "late.token")
+	if _, err := r.Connectctl(ctx, "clusters", "create", "late", "--token-file", tok, "--token-ttl", "1s"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // let the token's lifetime pass (wall clock, not speed)
-	late, err := startAgent(ctx, r, "late", tok, 1)
+	// The agent reads tok, <DataDir>/late.token.
+	late, err := env.StartAgent(ctx, r, agent("late", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer late.Stop()
 	waitLog(t, ctx, late, "registration token expired on")
 	// A fresh token re-registers it without restarting the agent.
-	if _, err := r.connectctl(ctx, "clusters", "token", "late", "--token-file", tok); err != nil {
+	if _, err := r.Connectctl(ctx, "clusters", "token", "late", "--token-file", tok); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.waitTunnels(ctx, "late", 1); err != nil {
+	if err := r.WaitTunnels(ctx, "late", 1); err != nil {
 		t.Fatalf("%v\nagent log:\n%s", err, late.Tail(20))
 	}
 }
 
 func TestDeleteClosesTunnelsAndRefusesReconnect(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	r := shared.relay
-	a, err := r.connectCluster(ctx, "doomed", 2)
+	a, err := r.ConnectCluster(ctx, agent("doomed", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	if _, err := r.connectctl(ctx, "clusters", "delete", "doomed"); err != nil {
+	if _, err := r.Connectctl(ctx, "clusters", "delete", "doomed"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.waitTunnels404(ctx, "doomed"); err != nil {
+	if err := r.WaitGone(ctx, "doomed"); err != nil {
 		t.Fatal(err)
 	}
 	waitLog(t, ctx, a, `cluster \"doomed\" is not registered with this relay`)
@@ -146,23 +146,11 @@ func TestDeleteClosesTunnelsAndRefusesReconnect(t *testing.T) {
 // the agent renews at 20 s and moves its tunnels to the new certificate while
 // a watch that started before keeps delivering events.
 func TestRotationKeepsWatchStreaming(t *testing.T) {
-	ctx := testContext(t)
-	r, err := startRelay(ctx, filepath.Join(shared.dir, "relay-rotation"), 0, "--cert-lifetime", "30s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.stop()
-	a, err := r.connectCluster(ctx, "rotating", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop()
-	kc, err := r.kubeconfig(ctx, "rotating", shared.saToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := namespace(t, ctx)
-	cs, _ := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	r := startRelay(t, ctx, &harness.RelayOptions{DataDir: filepath.Join(env.Dir, "relay-rotation"), ExtraArgs: []string{"--cert-lifetime", "30s"}})
+	a, kc := connect(t, ctx, r, "rotating")
+	ns := env.Namespace(t, ctx)
+	cs, _ := env.Cluster.Clientset()
 	create := func(name string) {
 		t.Helper()
 		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {

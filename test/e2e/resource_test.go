@@ -14,13 +14,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 )
 
 // show returns connectctl's JSON view of a cluster.
-func (r *relayProc) show(t *testing.T, ctx context.Context, name string) api.ConnectedCluster {
+func show(t *testing.T, ctx context.Context, r *harness.Relay, name string) api.ConnectedCluster {
 	t.Helper()
-	out, err := r.connectctl(ctx, "show", name, "-o", "json")
+	out, err := r.Connectctl(ctx, "show", name, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +34,10 @@ func (r *relayProc) show(t *testing.T, ctx context.Context, name string) api.Con
 
 // waitStatus polls until the cluster's status is want and the relay has
 // recorded the transition to it.
-func (r *relayProc) waitStatus(t *testing.T, ctx context.Context, name, want string) api.ConnectedCluster {
+func waitStatus(t *testing.T, ctx context.Context, r *harness.Relay, name, want string) api.ConnectedCluster {
 	t.Helper()
 	for {
-		v := r.show(t, ctx, name)
+		v := show(t, ctx, r, name)
 		ev := v.Properties.Events
 		if v.Properties.ConnectivityStatus == want && len(ev) > 0 && ev[len(ev)-1].To == want {
 			return v
@@ -50,8 +51,8 @@ func (r *relayProc) waitStatus(t *testing.T, ctx context.Context, name, want str
 }
 
 func TestMetadataMatchesKubectl(t *testing.T) {
-	ctx := testContext(t)
-	cs, _ := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	cs, _ := env.Cluster.Clientset()
 	for i := range 2 {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("meta-node-%d", i)}}
 		created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
@@ -66,12 +67,12 @@ func TestMetadataMatchesKubectl(t *testing.T) {
 		t.Cleanup(func() { cs.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{}) })
 	}
 	// What kubectl reports, straight from the API server.
-	nodesOut, _, err := kubectl.Run(ctx, shared.cluster.AdminKubeconfig, nil, nil, "get", "nodes", "-o", "name")
+	nodesOut, _, err := kubectl.Run(ctx, env.Cluster.AdminKubeconfig, nil, nil, "get", "nodes", "-o", "name")
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantNodes := strings.Count(nodesOut, "node/")
-	verOut, _, err := kubectl.Run(ctx, shared.cluster.AdminKubeconfig, nil, nil, "version", "-o", "json")
+	verOut, _, err := kubectl.Run(ctx, env.Cluster.AdminKubeconfig, nil, nil, "version", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestMetadataMatchesKubectl(t *testing.T) {
 	// The agent's next heartbeats carry the change.
 	var v api.ConnectedCluster
 	for {
-		v = shared.relay.show(t, ctx, "e2e")
+		v = show(t, ctx, shared.relay, "e2e")
 		if v.Properties.TotalNodeCount == wantNodes {
 			break
 		}
@@ -111,7 +112,7 @@ func TestMetadataMatchesKubectl(t *testing.T) {
 	if p.ConnectivityStatus != "Connected" || p.AgentVersion == "" || p.Distribution != "generic" || p.LastConnectivityTime.IsZero() {
 		t.Errorf("properties: %+v", p)
 	}
-	out, err := shared.relay.connectctl(ctx, "list")
+	out, err := shared.relay.Connectctl(ctx, "list")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,31 +125,27 @@ func TestMetadataMatchesKubectl(t *testing.T) {
 // Connecting → Connected → Offline (agent stopped) → Connected (back) →
 // Expired (stopped until its certificate ran out).
 func TestConnectivityStatusLifecycle(t *testing.T) {
-	ctx := testContext(t)
-	r, err := startRelay(ctx, filepath.Join(shared.dir, "relay-status"), 0, "--offline-after", "2s", "--cert-lifetime", "12s")
+	ctx := harness.TestContext(t)
+	r := startRelay(t, ctx, &harness.RelayOptions{DataDir: filepath.Join(env.Dir, "relay-status"), ExtraArgs: []string{"--offline-after", "2s", "--cert-lifetime", "12s"}})
+	tok := filepath.Join(r.DataDir, "life.token")
+	if _, err := r.Connectctl(ctx, "connect", "life", "--token-file", tok, "--tags", "env=test"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ctx, r, "life", "Connecting")
+	a, err := env.StartAgent(ctx, r, agent("life", 1)) // with tok
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.stop()
-	tok := filepath.Join(r.dataDir, "life.token")
-	if _, err := r.connectctl(ctx, "connect", "life", "--token-file", tok, "--tags", "env=test"); err != nil {
-		t.Fatal(err)
-	}
-	r.waitStatus(t, ctx, "life", "Connecting")
-	a, err := startAgent(ctx, r, "life", tok, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.waitStatus(t, ctx, "life", "Connected")
+	waitStatus(t, ctx, r, "life", "Connected")
 	a.Stop()
-	r.waitStatus(t, ctx, "life", "Offline")
-	a, err = startAgent(ctx, r, "life", tok, 1)
+	waitStatus(t, ctx, r, "life", "Offline")
+	a, err = env.StartAgent(ctx, r, agent("life", 1)) // with tok
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitStatus(t, ctx, "life", "Connected")
+	waitStatus(t, ctx, r, "life", "Connected")
 	a.Stop()
-	v := r.waitStatus(t, ctx, "life", "Expired")
+	v := waitStatus(t, ctx, r, "life", "Expired")
 	var path []string
 	for _, e := range v.Properties.Events {
 		path = append(path, e.To)
@@ -156,14 +153,14 @@ func TestConnectivityStatusLifecycle(t *testing.T) {
 	if got := strings.Join(path, ">"); !strings.HasPrefix(got, "Connecting>Connected>Offline>Connected>") || !strings.HasSuffix(got, "Expired") {
 		t.Errorf("recorded transitions: %s", got)
 	}
-	out, err := r.connectctl(ctx, "show", "life")
+	out, err := r.Connectctl(ctx, "show", "life")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "Events:") || !strings.Contains(out, "certificate expired on") {
 		t.Errorf("connectctl show:\n%s", out)
 	}
-	if out, _ := r.connectctl(ctx, "list", "--status", "Expired", "--tag", "env=test"); !strings.Contains(out, "life") {
+	if out, _ := r.Connectctl(ctx, "list", "--status", "Expired", "--tag", "env=test"); !strings.Contains(out, "life") {
 		t.Errorf("list --status Expired --tag env=test:\n%s", out)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/clusterconnect/clusterconnect/test/checks"
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 	"github.com/clusterconnect/clusterconnect/test/kubelet"
 )
@@ -15,22 +16,22 @@ import (
 
 func viaRelay(t *testing.T, ctx context.Context) checks.Target {
 	t.Helper()
-	ns := namespace(t, ctx)
-	cs, err := shared.cluster.Clientset()
+	ns := env.Namespace(t, ctx)
+	cs, err := env.Cluster.Clientset()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := kubelet.RunPod(ctx, cs, ns, "pod1", nodeName, "main"); err != nil {
 		t.Fatal(err)
 	}
-	return checks.Target{Kubeconfig: shared.kubeconfig, Kubelet: shared.kubelet, Namespace: ns, Pod: "pod1", Container: "main"}
+	return checks.Target{Kubeconfig: shared.kubeconfig, Kubelet: env.Kubelet, Namespace: ns, Pod: "pod1", Container: "main"}
 }
 
 func forEachProtocol(t *testing.T, f func(t *testing.T, ctx context.Context, tg checks.Target, proto kubectl.Protocol)) {
 	for _, proto := range kubectl.Protocols() {
 		t.Run(string(proto), func(t *testing.T) {
 			t.Parallel()
-			ctx := testContext(t)
+			ctx := harness.TestContext(t)
 			f(t, ctx, viaRelay(t, ctx), proto)
 		})
 	}
@@ -50,11 +51,11 @@ func TestPortForward(t *testing.T) {
 }
 
 func TestLogs(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	checks.Logs(t, ctx, viaRelay(t, ctx))
 }
 
 func TestLogsFollow(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	checks.LogsFollow(t, ctx, viaRelay(t, ctx))
 }

@@ -113,6 +113,9 @@ func (p *Process) Stop() {
 	p.logger.Info("stopped process", "name", p.name, "took", time.Since(start).Round(time.Millisecond))
 }
 
+// LogPath is the file the process writes its output to.
+func (p *Process) LogPath() string { return p.logPath }
+
 // Tail returns the last n lines of the process log, for error messages.
 func (p *Process) Tail(n int) string {
 	return TailFile(p.logPath, n)

@@ -25,32 +25,13 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/clusterconnect/clusterconnect/test/checks"
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 	"github.com/clusterconnect/clusterconnect/test/kubelet"
 	"github.com/clusterconnect/clusterconnect/test/oidc"
 )
 
 var counter atomic.Int64
-
-// namespace creates a namespace (with its default ServiceAccount) for one test.
-func namespace(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	ns := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	if len(ns) > 40 {
-		ns = ns[:40]
-	}
-	ns = fmt.Sprintf("aad-%s-%d", strings.Trim(ns, "-"), counter.Add(1))
-	if err := shared.cluster.CreateNamespace(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // unique returns a name unique to this run, for users, groups and oids.
 func unique(prefix string) string { return fmt.Sprintf("%s-%d", prefix, counter.Add(1)) }
@@ -59,7 +40,7 @@ func unique(prefix string) string { return fmt.Sprintf("%s-%d", prefix, counter.
 // User or Group).
 func bind(t *testing.T, ctx context.Context, ns, kind, subject, role string) {
 	t.Helper()
-	cs, _ := shared.cluster.Clientset()
+	cs, _ := env.Cluster.Clientset()
 	rb := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: unique("rb")},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
@@ -106,7 +87,7 @@ func user(upn string, groups ...string) oidc.Token {
 // kubeconfigFor writes a relay-issued kubeconfig carrying token.
 func kubeconfigFor(t *testing.T, ctx context.Context, token string) string {
 	t.Helper()
-	kc, err := shared.relay.kubeconfig(ctx, clusterName, token, unique("user"))
+	kc, err := shared.relay.Kubeconfig(ctx, clusterName, token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,15 +124,15 @@ func whoami(t *testing.T, ctx context.Context, kc string) authnv1.UserInfo {
 
 func createPod(t *testing.T, ctx context.Context, ns, name string) {
 	t.Helper()
-	cs, _ := shared.cluster.Clientset()
+	cs, _ := env.Cluster.Clientset()
 	if err := kubelet.RunPod(ctx, cs, ns, name, nodeName, "main"); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestGroupBoundUserListsPodsAndWhoami(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	group := unique("grp-readers")
 	bind(t, ctx, ns, "Group", group, viewRole)
 	createPod(t, ctx, ns, "pod1")
@@ -179,8 +160,8 @@ func TestGroupBoundUserListsPodsAndWhoami(t *testing.T) {
 }
 
 func TestV1TokenUserBinding(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	upn := unique("bob") + "@contoso.example"
 	bind(t, ctx, ns, "User", upn, adminRole)
 	tok := user(upn)
@@ -194,8 +175,8 @@ func TestV1TokenUserBinding(t *testing.T) {
 }
 
 func TestUnboundUserForbiddenByAPIServer(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	kc := kubeconfigFor(t, ctx, mint(t, user("mallory@contoso.example", "grp-nobody")))
 	_, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "pods", "-n", ns)
 	if err == nil || !strings.Contains(stderr, "Error from server (Forbidden)") ||
@@ -205,7 +186,7 @@ func TestUnboundUserForbiddenByAPIServer(t *testing.T) {
 }
 
 func TestRefusedTokensGet401WithReason(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	good := user("carol@contoso.example", "grp-x")
 	mod := func(f func(*oidc.Token)) string {
 		tok := good
@@ -252,7 +233,7 @@ func TestRefusedTokensGet401WithReason(t *testing.T) {
 }
 
 func TestImpersonationRefused(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	for name, tok := range map[string]string{
 		"entra user":            mint(t, user("eve@contoso.example", "grp-x")),
 		"service account token": shared.saToken,
@@ -275,8 +256,8 @@ func TestImpersonationRefused(t *testing.T) {
 }
 
 func TestGroupsOverageResolvedFromGraph(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	group := unique("grp-overage")
 	bind(t, ctx, ns, "Group", group, viewRole)
 	tok := user("frank@contoso.example")
@@ -304,9 +285,9 @@ func TestGroupsOverageResolvedFromGraph(t *testing.T) {
 }
 
 func TestServiceAccountTokenPassesThrough(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
-	cs, _ := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
+	cs, _ := env.Cluster.Clientset()
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reader"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -337,8 +318,8 @@ func TestServiceAccountTokenPassesThrough(t *testing.T) {
 }
 
 func TestKeyRotationMidRun(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	group := unique("grp-rotation")
 	bind(t, ctx, ns, "Group", group, viewRole)
 	iss := shared.issuer
@@ -367,33 +348,33 @@ func TestStreamingAsEntraUser(t *testing.T) {
 	group := unique("grp-editors")
 	tok := mint(t, user("ivy@contoso.example", group))
 	target := func(t *testing.T, ctx context.Context) checks.Target {
-		ns := namespace(t, ctx)
+		ns := env.Namespace(t, ctx)
 		bind(t, ctx, ns, "Group", group, adminRole)
 		createPod(t, ctx, ns, "pod1")
-		return checks.Target{Kubeconfig: kubeconfigFor(t, ctx, tok), Kubelet: shared.kubelet, Namespace: ns, Pod: "pod1", Container: "main"}
+		return checks.Target{Kubeconfig: kubeconfigFor(t, ctx, tok), Kubelet: env.Kubelet, Namespace: ns, Pod: "pod1", Container: "main"}
 	}
 	for _, proto := range kubectl.Protocols() {
 		t.Run("exec-"+string(proto), func(t *testing.T) {
 			t.Parallel()
-			ctx := testContext(t)
+			ctx := harness.TestContext(t)
 			checks.ExecStdinRoundTrip(t, ctx, target(t, ctx), proto)
 		})
 	}
 	t.Run("logs-follow", func(t *testing.T) {
 		t.Parallel()
-		ctx := testContext(t)
+		ctx := harness.TestContext(t)
 		checks.LogsFollow(t, ctx, target(t, ctx))
 	})
 	t.Run("watch", func(t *testing.T) {
 		t.Parallel()
-		ctx := testContext(t)
+		ctx := harness.TestContext(t)
 		tg := target(t, ctx)
 		w, err := kubectl.Start(ctx, tg.Kubeconfig, nil, "get", "configmaps", "-n", tg.Namespace, "-w", "-o", "name")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer w.Stop()
-		cs, _ := shared.cluster.Clientset()
+		cs, _ := env.Cluster.Clientset()
 		for i := range 3 {
 			name := fmt.Sprintf("cm-%d", i)
 			if _, err := cs.CoreV1().ConfigMaps(tg.Namespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
@@ -407,8 +388,8 @@ func TestStreamingAsEntraUser(t *testing.T) {
 }
 
 func TestAuditLogOneLinePerRequestWithoutTokens(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	group := unique("grp-audit")
 	bind(t, ctx, ns, "Group", group, viewRole)
 	upn := unique("judy") + "@contoso.example"
@@ -428,7 +409,7 @@ func TestAuditLogOneLinePerRequestWithoutTokens(t *testing.T) {
 }
 
 func TestMetricsEndpoint(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	m := metrics(t, ctx)
 	for _, name := range []string{"aadproxy_requests_total", "aadproxy_authn_failures_total", "aadproxy_token_verify_seconds_bucket", "aadproxy_jwks_refreshes_total", "aadproxy_impersonation_attempts_total"} {
 		if !strings.Contains(m, name) {
@@ -439,7 +420,7 @@ func TestMetricsEndpoint(t *testing.T) {
 
 func proxyLog(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(shared.proxyLog)
+	b, err := os.ReadFile(shared.proxy.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +429,7 @@ func proxyLog(t *testing.T) string {
 
 func metrics(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, shared.healthURL+"/metrics", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, shared.proxy.HealthURL+"/metrics", nil)
 	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -474,8 +455,8 @@ func metricValue(metrics, series string) float64 {
 // user) works through the chain, and the second kubectl reuses the cached
 // token.
 func TestExecPluginDeviceCodeLogin(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	bind(t, ctx, ns, "Group", "grp-device-users", viewRole)
 	cfg, err := clientcmd.LoadFromFile(shared.kubeconfig)
 	if err != nil {
@@ -485,9 +466,9 @@ func TestExecPluginDeviceCodeLogin(t *testing.T) {
 		ai.Token = ""
 		ai.Exec = &clientcmdapi.ExecConfig{
 			APIVersion: "client.authentication.k8s.io/v1",
-			Command:    filepath.Join(shared.bin, "connectctl"),
+			Command:    env.Binary("connectctl"),
 			Args: []string{"get-token", "--issuer-url", shared.issuer.V2Issuer(tenant), "--client-id", cliClientID,
-				"--scope", appIDURI + "/.default", "--issuer-ca-file", shared.issuerCA, "--cache-dir", t.TempDir()},
+				"--scope", appIDURI + "/.default", "--issuer-ca-file", shared.issuer.CAFile, "--cache-dir", t.TempDir()},
 			InteractiveMode: clientcmdapi.NeverExecInteractiveMode,
 		}
 	}

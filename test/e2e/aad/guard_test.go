@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 )
 
@@ -56,8 +57,8 @@ func canI(t *testing.T, ctx context.Context, kc string, want bool, args ...strin
 // apiserver → guard → relay checkAccess. Users without RBAC bindings are
 // decided by guard from role assignments made with connectctl.
 func TestGuardThroughTheChain(t *testing.T) {
-	ctx := testContext(t)
-	ns, other := namespace(t, ctx), namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns, other := env.Namespace(t, ctx), env.Namespace(t, ctx)
 	createPod(t, ctx, ns, "pod1")
 
 	// A user with no RBAC binding and no assignment: guard denies.
@@ -66,7 +67,7 @@ func TestGuardThroughTheChain(t *testing.T) {
 	forbidden(t, ctx, kc, dataAction+"pods/read", "get", "pods", "-n", ns)
 
 	// Viewer of ns, as an operator grants it.
-	if _, err := shared.relay.connectctl(ctx, "role", "assign", "--assignee", viewer.OID, "--role", "Viewer",
+	if _, err := shared.relay.Connectctl(ctx, "role", "assign", "--assignee", viewer.OID, "--role", "Viewer",
 		"--cluster", clusterName, "--namespace", ns); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestGuardThroughTheChain(t *testing.T) {
 	member := user(unique("writer")+"@contoso.example", "grp-other", group)
 	mkc := kubeconfigFor(t, ctx, mint(t, member))
 	forbidden(t, ctx, mkc, dataAction+"configmaps/write", "create", "configmap", "cm0", "-n", ns, "--from-literal=a=b")
-	if _, err := shared.relay.connectctl(ctx, "role", "assign", "--assignee", group, "--assignee-type", "Group", "--role", "Writer",
+	if _, err := shared.relay.Connectctl(ctx, "role", "assign", "--assignee", group, "--assignee-type", "Group", "--role", "Writer",
 		"--cluster", clusterName, "--namespace", ns); err != nil {
 		t.Fatal(err)
 	}

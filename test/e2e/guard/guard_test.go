@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
 	"github.com/clusterconnect/clusterconnect/test/oidc"
 )
@@ -34,26 +34,6 @@ const prefix = "Microsoft.Kubernetes/connectedClusters/"
 var counter atomic.Int64
 
 func unique(p string) string { return fmt.Sprintf("%s-%d", p, counter.Add(1)) }
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// namespace creates a namespace for one test.
-func namespace(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	ns := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(strings.TrimPrefix(t.Name(), "Test"), "-"))
-	if len(ns) > 40 {
-		ns = ns[:40]
-	}
-	ns = unique("g-" + strings.Trim(ns, "-"))
-	if err := shared.cluster.CreateNamespace(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
 
 // user is an Entra user of the test tenant with a kubeconfig that goes
 // straight to the apiserver with its token.
@@ -70,8 +50,8 @@ func newUser(t *testing.T, groups ...string) *user {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.kubeconfig = filepath.Join(shared.dir, unique("kubeconfig"))
-	if err := shared.cluster.WriteKubeconfig(u.kubeconfig, u.token); err != nil {
+	u.kubeconfig = filepath.Join(env.Dir, unique("kubeconfig"))
+	if err := env.Cluster.WriteKubeconfig(u.kubeconfig, u.token); err != nil {
 		t.Fatal(err)
 	}
 	return u
@@ -117,7 +97,7 @@ func (u *user) canI(t *testing.T, ctx context.Context, want bool, args ...string
 // ssar asks the apiserver whether the user may, as the user.
 func (u *user) ssar(t *testing.T, ctx context.Context, ra *authzv1.ResourceAttributes) authzv1.SubjectAccessReviewStatus {
 	t.Helper()
-	cfg := rest.CopyConfig(shared.cluster.RESTConfig())
+	cfg := rest.CopyConfig(env.Cluster.RESTConfig())
 	cfg.BearerToken, cfg.BearerTokenFile, cfg.Username, cfg.Password = u.token, "", "", ""
 	cfg.CertFile, cfg.KeyFile, cfg.CertData, cfg.KeyData = "", "", nil, nil
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -136,17 +116,18 @@ func (u *user) ssar(t *testing.T, ctx context.Context, ra *authzv1.ResourceAttri
 func api(t *testing.T, ctx context.Context, method, path, body string) (int, []byte) {
 	t.Helper()
 	r := shared.relay
-	tok, err := os.ReadFile(filepath.Join(r.dataDir, "admin-token"))
+	tok, err := r.AdminToken()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := os.ReadFile(r.caFile())
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	cfg, err := r.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: cfg}
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(ctx, method, r.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req, _ := http.NewRequestWithContext(ctx, method, r.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
@@ -174,7 +155,7 @@ func assign(t *testing.T, ctx context.Context, role, principal, typ, ns string) 
 }
 
 func TestWhoamiThroughTokenWebhook(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	u := newUser(t, "grp-one", "grp-two")
 	var r authnv1.SelfSubjectReview
 	if err := json.Unmarshal([]byte(u.ok(t, ctx, "auth", "whoami", "-o", "json")), &r); err != nil {
@@ -187,15 +168,15 @@ func TestWhoamiThroughTokenWebhook(t *testing.T) {
 	}
 	expired := newUser(t)
 	expired.token = shared.issuer.MustMint(oidc.Token{Tenant: tenant, Audience: clientID, UPN: expired.name, OID: expired.oid, TTL: -time.Hour})
-	shared.cluster.WriteKubeconfig(expired.kubeconfig, expired.token)
+	env.Cluster.WriteKubeconfig(expired.kubeconfig, expired.token)
 	if _, stderr, err := expired.kubectl(ctx, "get", "pods"); err == nil || !strings.Contains(stderr, "You must be logged in") {
 		t.Errorf("expired token: %v\n%s", err, stderr)
 	}
 }
 
 func TestViewer(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	u := newUser(t)
 	assign(t, ctx, "Viewer", u.oid, "User", "")
 	u.ok(t, ctx, "get", "pods", "-n", ns)
@@ -214,8 +195,8 @@ func TestViewer(t *testing.T) {
 }
 
 func TestWriter(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	u := newUser(t)
 	assign(t, ctx, "Writer", u.oid, "User", ns)
 	u.ok(t, ctx, "create", "deployment", "web", "--image=nginx", "-n", ns)
@@ -230,8 +211,8 @@ func TestWriter(t *testing.T) {
 }
 
 func TestAdminScopedToNamespace(t *testing.T) {
-	ctx := testContext(t)
-	ns, other := namespace(t, ctx), namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns, other := env.Namespace(t, ctx), env.Namespace(t, ctx)
 	u := newUser(t)
 	assign(t, ctx, "Admin", u.oid, "User", ns)
 	u.ok(t, ctx, "create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", ns)
@@ -247,12 +228,12 @@ func TestAdminScopedToNamespace(t *testing.T) {
 }
 
 func TestGroupAssignmentAppliesToMembers(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	group := unique("grp-readers")
 	// As an operator would: connectctl role assign (the management API
 	// while connectctl lacks the verbs).
-	out, err := shared.relay.connectctl(ctx, "role", "assign", "--assignee", group, "--assignee-type", "Group", "--role", "Viewer",
+	out, err := shared.relay.Connectctl(ctx, "role", "assign", "--assignee", group, "--assignee-type", "Group", "--role", "Viewer",
 		"--cluster", clusterName, "--namespace", ns)
 	switch {
 	case err != nil && strings.Contains(out, `unknown command "role"`):
@@ -261,7 +242,7 @@ func TestGroupAssignmentAppliesToMembers(t *testing.T) {
 	case err != nil:
 		t.Fatal(err)
 	default:
-		out, err := shared.relay.connectctl(ctx, "role", "list", "--cluster", clusterName)
+		out, err := shared.relay.Connectctl(ctx, "role", "list", "--cluster", clusterName)
 		if err != nil || !strings.Contains(out, group) {
 			t.Errorf("role list: %v\n%s", err, out)
 		}
@@ -274,7 +255,7 @@ func TestGroupAssignmentAppliesToMembers(t *testing.T) {
 }
 
 func TestClusterAdmin(t *testing.T) {
-	ctx := testContext(t)
+	ctx := harness.TestContext(t)
 	u := newUser(t)
 	assign(t, ctx, "Cluster Admin", u.oid, "User", "")
 	ns := unique("made-by-cluster-admin")
@@ -288,8 +269,8 @@ func TestClusterAdmin(t *testing.T) {
 }
 
 func TestCustomRoleNotDataActions(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	role := unique("all-but-secrets")
 	code, b := api(t, ctx, "PUT", "/api/v1/roledefinitions/"+role,
 		`{"description":"everything but secrets","dataActions":["`+prefix+`*"],"notDataActions":["`+prefix+`secrets/*"]}`)
@@ -307,8 +288,8 @@ func TestCustomRoleNotDataActions(t *testing.T) {
 }
 
 func TestRemovedAssignmentTakesEffectWithinTTL(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	u := newUser(t)
 	id := assign(t, ctx, "Viewer", u.oid, "User", ns)
 	u.ok(t, ctx, "get", "pods", "-n", ns)
@@ -334,9 +315,9 @@ func TestRemovedAssignmentTakesEffectWithinTTL(t *testing.T) {
 }
 
 func TestServiceAccountsUseRBAC(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
-	cs, err := shared.cluster.Clientset()
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
+	cs, err := env.Cluster.Clientset()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,12 +331,12 @@ func TestServiceAccountsUseRBAC(t *testing.T) {
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "default", Namespace: ns}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := shared.cluster.ServiceAccountToken(ctx, ns, "default", false)
+	tok, err := env.Cluster.ServiceAccountToken(ctx, ns, "default", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa := &user{name: "system:serviceaccount:" + ns + ":default", token: tok, kubeconfig: filepath.Join(shared.dir, unique("sa-kubeconfig"))}
-	if err := shared.cluster.WriteKubeconfig(sa.kubeconfig, tok); err != nil {
+	sa := &user{name: "system:serviceaccount:" + ns + ":default", token: tok, kubeconfig: filepath.Join(env.Dir, unique("sa-kubeconfig"))}
+	if err := env.Cluster.WriteKubeconfig(sa.kubeconfig, tok); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second) // RBAC sees the binding through a watch
@@ -376,8 +357,8 @@ func TestServiceAccountsUseRBAC(t *testing.T) {
 }
 
 func TestSkipGroupHasNoOpinion(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	u := newUser(t, "grp-breakglass")
 	st := u.ssar(t, ctx, &authzv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "pods"})
 	if st.Allowed || st.Denied {
@@ -386,15 +367,15 @@ func TestSkipGroupHasNoOpinion(t *testing.T) {
 }
 
 // guardSAR posts a review straight to a guard process.
-func guardSAR(t *testing.T, ctx context.Context, g *guardProc, spec authzv1.SubjectAccessReviewSpec) authzv1.SubjectAccessReviewStatus {
+func guardSAR(t *testing.T, ctx context.Context, g *harness.Guard, spec authzv1.SubjectAccessReviewSpec) authzv1.SubjectAccessReviewStatus {
 	t.Helper()
-	ca, _ := os.ReadFile(g.tls.CAFile)
+	ca, _ := os.ReadFile(g.TLS.CAFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	defer tr.CloseIdleConnections()
 	body, _ := json.Marshal(authzv1.SubjectAccessReview{TypeMeta: metav1.TypeMeta{APIVersion: "authorization.k8s.io/v1", Kind: "SubjectAccessReview"}, Spec: spec})
-	req, _ := http.NewRequestWithContext(ctx, "POST", g.url+"/subjectaccessreviews", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", g.URL+"/subjectaccessreviews", bytes.NewReader(body))
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -407,9 +388,9 @@ func guardSAR(t *testing.T, ctx context.Context, g *guardProc, spec authzv1.Subj
 	return r.Status
 }
 
-func metrics(t *testing.T, g *guardProc) string {
+func metrics(t *testing.T, g *harness.Guard) string {
 	t.Helper()
-	resp, err := http.Get(g.healthURL + "/metrics")
+	resp, err := http.Get(g.HealthURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,8 +403,8 @@ func metrics(t *testing.T, g *guardProc) string {
 // follow --relay-failure-mode (deny for the apiserver's guard, no opinion
 // for the second guard), and decisions come back with the relay.
 func TestRelayDown(t *testing.T) {
-	ctx := testContext(t)
-	ns := namespace(t, ctx)
+	ctx := harness.TestContext(t)
+	ns := env.Namespace(t, ctx)
 	u := newUser(t)
 	assign(t, ctx, "Viewer", u.oid, "User", ns)
 	u.ok(t, ctx, "get", "pods", "-n", ns) // cached by guard for guardAllowedTTL
@@ -435,7 +416,7 @@ func TestRelayDown(t *testing.T) {
 	}
 
 	r := shared.relay
-	r.stop()
+	r.Stop()
 	down := time.Now()
 	time.Sleep(1100 * time.Millisecond) // past the apiserver's own cache
 	u.ok(t, ctx, "get", "pods", "-n", ns)
@@ -459,11 +440,9 @@ func TestRelayDown(t *testing.T) {
 		t.Errorf("metrics lack relay errors or cache hits:\n%s", m)
 	}
 
-	nr, err := startRelay(ctx, r.dataDir, r.port)
-	if err != nil {
+	if err := r.Start(ctx); err != nil { // same port, same state
 		t.Fatal(err)
 	}
-	shared.relay = nr
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, _, err := u.kubectl(ctx, "get", "configmaps", "-n", ns); err == nil {
