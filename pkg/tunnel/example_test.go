@@ -15,8 +15,10 @@ import (
 )
 
 // relay starts a loopback TLS relay endpoint whose tunnels join pool; it
-// returns the agent's wss:// URL, its TLS options, and a stop function.
-func relay(pool *tunnel.Pool) (url string, opts *tunnel.DialOptions, stop func()) {
+// returns the agent's wss:// URL, its TLS options, a channel that receives
+// each session once it is in the pool, and a stop function.
+func relay(pool *tunnel.Pool) (url string, opts *tunnel.DialOptions, added <-chan *tunnel.Session, stop func()) {
+	sessions := make(chan *tunnel.Session, 1)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A real relay authenticates the agent's certificate first.
 		s, err := tunnel.Accept(w, r, nil)
@@ -24,12 +26,13 @@ func relay(pool *tunnel.Pool) (url string, opts *tunnel.DialOptions, stop func()
 			return
 		}
 		pool.Add(s)
+		sessions <- s
 		<-s.Done()
 	}))
 	srv.EnableHTTP2 = false
 	srv.StartTLS()
 	tlsCfg := srv.Client().Transport.(*http.Transport).TLSClientConfig
-	return "wss" + strings.TrimPrefix(srv.URL, "https") + "/tunnel", &tunnel.DialOptions{TLSConfig: tlsCfg}, func() {
+	return "wss" + strings.TrimPrefix(srv.URL, "https") + "/tunnel", &tunnel.DialOptions{TLSConfig: tlsCfg}, sessions, func() {
 		pool.Close()
 		srv.Close()
 	}
@@ -46,7 +49,7 @@ func echoTarget(ctx context.Context) (net.Conn, error) {
 // stream to a target by name and talks through it.
 func Example() {
 	var pool tunnel.Pool
-	url, opts, stop := relay(&pool)
+	url, opts, added, stop := relay(&pool)
 	defer stop()
 
 	// Agent side.
@@ -60,14 +63,12 @@ func Example() {
 	served := make(chan error, 1)
 	go func() { served <- agent.Serve(ctx, tunnel.Targets{"echo": echoTarget}, 0) }()
 
-	// Relay side. Accept may still be adding the session to the pool.
-	var c net.Conn
-	for c == nil {
-		if c, err = pool.Open(context.Background(), "echo"); err != nil && !errors.Is(err, tunnel.ErrNoTunnel) {
-			fmt.Println(err)
-			return
-		}
-		time.Sleep(time.Millisecond)
+	// Relay side, once Accept has put the session into the pool.
+	<-added
+	c, err := pool.Open(context.Background(), "echo")
+	if err != nil {
+		fmt.Println(err)
+		return
 	}
 	fmt.Fprint(c, "hello through the tunnel")
 	buf := make([]byte, len("hello through the tunnel"))
@@ -86,7 +87,7 @@ func Example() {
 // the code says why.
 func ExampleSession_Open() {
 	var pool tunnel.Pool
-	url, opts, stop := relay(&pool)
+	url, opts, added, stop := relay(&pool)
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -97,10 +98,7 @@ func ExampleSession_Open() {
 	}
 	defer agent.Close()
 	go agent.Serve(ctx, tunnel.Targets{"echo": echoTarget}, 0)
-	for pool.Len() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	_, err = pool.Sessions()[0].Open(context.Background(), "10.0.0.1:22")
+	_, err = (<-added).Open(context.Background(), "10.0.0.1:22")
 	var se *tunnel.StreamError
 	if errors.As(err, &se) {
 		fmt.Println(se.Code)

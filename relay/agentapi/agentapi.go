@@ -90,6 +90,20 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return httpjson.Decode(w, r, v, api.MaxAgentBody, "")
 }
 
+// decodeCSR decodes an enrol or renew body into req and parses its CSR
+// (field csr of req); it has answered 400 when ok is false.
+func decodeCSR(w http.ResponseWriter, r *http.Request, req any, csr *string) (*x509.CertificateRequest, bool) {
+	if !decode(w, r, req) {
+		return nil, false
+	}
+	c, err := clusterca.ParseCSR([]byte(*csr))
+	if err != nil {
+		apistatus.Error(w, http.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	return c, true
+}
+
 // tunnel accepts an agent's tunnel for the cluster in the path.
 func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -119,12 +133,8 @@ func (e errTokenRefused) Error() string { return e.msg }
 
 func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
 	var req api.EnrollRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	csr, err := clusterca.ParseCSR([]byte(req.CSR))
-	if err != nil {
-		apistatus.Error(w, http.StatusBadRequest, err.Error())
+	csr, ok := decodeCSR(w, r, &req, &req.CSR)
+	if !ok {
 		return
 	}
 	now := h.cfg.Now()
@@ -167,12 +177,8 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) renew(w http.ResponseWriter, r *http.Request) {
 	var req api.RenewRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	csr, err := clusterca.ParseCSR([]byte(req.CSR))
-	if err != nil {
-		apistatus.Error(w, http.StatusBadRequest, err.Error())
+	csr, ok := decodeCSR(w, r, &req, &req.CSR)
+	if !ok {
 		return
 	}
 	now := h.cfg.Now()

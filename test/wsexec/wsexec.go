@@ -26,8 +26,10 @@ const (
 // Options say where to exec.
 type Options struct {
 	// Server is the apiserver base URL (e.g. https://relay/clusters/c1).
-	Server    string
-	Token     string
+	Server string
+	// Token is sent as a bearer token; empty sends none.
+	Token string
+	// TLS verifies the server; nil means the system roots.
 	TLS       *tls.Config
 	Namespace string
 	Pod       string
@@ -54,8 +56,12 @@ func Dial(ctx context.Context, o Options) (*Session, error) {
 	if o.Token != "" {
 		hdr.Set("Authorization", "Bearer "+o.Token)
 	}
-	tr := &http.Transport{TLSClientConfig: o.TLS.Clone(), ForceAttemptHTTP2: false}
-	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tc := &tls.Config{}
+	if o.TLS != nil {
+		tc = o.TLS.Clone()
+	}
+	tc.NextProtos = []string{"http/1.1"} // exec upgrades need HTTP/1.1
+	tr := &http.Transport{TLSClientConfig: tc}
 	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient:   &http.Client{Transport: tr},
 		HTTPHeader:   hdr,
