@@ -5,12 +5,32 @@ import "time"
 // ActionPrefix starts every data action, as in Azure Arc.
 const ActionPrefix = "Microsoft.Kubernetes/connectedClusters/"
 
-// Built-in role names, as in Azure Arc.
+// ConnectAction is what a caller needs on a cluster before the relay admits
+// a request to it (Arc's "Cluster User Role" action). Every cluster role
+// below grants it; so do the management roles Owner and Contributor.
+const ConnectAction = ActionPrefix + "listClusterUserCredential/action"
+
+// Built-in cluster role names, as in Azure Arc. They are assigned on a
+// cluster (or one namespace of it).
 const (
+	RoleClusterUser  = "Cluster User"
 	RoleViewer       = "Viewer"
 	RoleWriter       = "Writer"
 	RoleAdmin        = "Admin"
 	RoleClusterAdmin = "Cluster Admin"
+)
+
+// Management roles are assigned on the relay as a whole (an assignment
+// without a cluster) and to API tokens; they decide what a caller may do
+// with the management API.
+const (
+	// RoleOwner may do everything, role assignments included.
+	RoleOwner = "Owner"
+	// RoleContributor manages clusters, registration tokens, API tokens (of
+	// its own role or less) and kubeconfigs; not role assignments.
+	RoleContributor = "Contributor"
+	// RoleReader lists and shows.
+	RoleReader = "Reader"
 )
 
 // Principal types of a role assignment.
@@ -45,8 +65,13 @@ type AssignmentRequest struct {
 	Role          string `json:"role"`
 	PrincipalID   string `json:"principalId"`
 	PrincipalType string `json:"principalType,omitempty"` // PrincipalUser (default) or PrincipalGroup
-	Cluster       string `json:"cluster"`
-	Namespace     string `json:"namespace,omitempty"`
+	// Cluster is the cluster the role is assigned on; empty for a
+	// management role (Owner, Contributor, Reader), which covers the relay.
+	Cluster   string `json:"cluster,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	// ExpiresAt ends the assignment (just-in-time access); zero means never.
+	// The relay stops honouring it then and deletes it soon after.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 }
 
 // RoleAssignment grants a role to a principal (a user's object ID or a group
@@ -56,9 +81,13 @@ type RoleAssignment struct {
 	Role          string    `json:"role"`
 	PrincipalID   string    `json:"principalId"`
 	PrincipalType string    `json:"principalType"`
-	Cluster       string    `json:"cluster"`
+	Cluster       string    `json:"cluster,omitempty"`
 	Namespace     string    `json:"namespace,omitempty"`
 	CreatedAt     time.Time `json:"createdAt"`
+	// ExpiresAt: see AssignmentRequest.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// CreatedBy is the principal that made the assignment.
+	CreatedBy string `json:"createdBy,omitempty"`
 }
 
 // AssignmentList answers GET RoleAssignmentsPath.
@@ -98,4 +127,7 @@ type Decision struct {
 // CheckAccessResponse answers checkAccess, one decision per action, in order.
 type CheckAccessResponse struct {
 	Decisions []Decision `json:"decisions"`
+	// ValidUntil, when set, is when an assignment these decisions rest on
+	// expires: a cache must not keep them past it.
+	ValidUntil time.Time `json:"validUntil,omitzero"`
 }

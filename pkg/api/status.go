@@ -19,6 +19,17 @@ const (
 	// ReasonClusterBusy: every tunnel of the cluster refused the stream
 	// (too many streams, or shutting down); retry after Retry-After.
 	ReasonClusterBusy = "ClusterBusy"
+
+	// Front door refusals.
+	// ReasonUnauthenticated: no relay identity, or one that did not verify.
+	ReasonUnauthenticated = "Unauthorized"
+	// ReasonForbidden: a verified caller without the action it needs.
+	ReasonForbidden = "Forbidden"
+	// ReasonCallerLimited: the caller is over its request-rate or
+	// concurrency limit; retry after Retry-After.
+	ReasonCallerLimited = "CallerRateLimited"
+	// ReasonClusterLimited: the cluster is over its limits (all callers).
+	ReasonClusterLimited = "ClusterRateLimited"
 )
 
 // Status is the part of a Kubernetes Status object clients read.
