@@ -21,12 +21,25 @@ const (
 const groupAuthenticated = "system:authenticated"
 
 // untrusted reports whether a client header must never reach the apiserver
-// from a client: impersonation (the proxy is the only impersonator) and
-// the front-proxy headers (X-Remote-*), which the apiserver would only
-// honour from a front-proxy client certificate, stripped anyway.
+// from a client: impersonation (but see clientImpersonation) and the
+// front-proxy headers (X-Remote-*), which the apiserver would only honour
+// from a front-proxy client certificate, stripped anyway.
 func untrusted(name string) bool {
 	n := strings.ToLower(name)
 	return strings.HasPrefix(n, "impersonate-") || strings.HasPrefix(n, "x-remote-")
+}
+
+// clientImpersonation reports whether name is one of the apiserver's
+// impersonation headers (Impersonate-User, -Group, -Uid, -Extra-<key>),
+// which a pass-through token may send: the apiserver authorizes them for
+// the token's own user.
+func clientImpersonation(name string) bool {
+	switch n := strings.ToLower(name); n {
+	case "impersonate-user", "impersonate-group", "impersonate-uid":
+		return true
+	default:
+		return strings.HasPrefix(n, "impersonate-extra-") && len(n) > len("impersonate-extra-")
+	}
 }
 
 // impersonationHeaders returns the names of the client's Impersonate-*
@@ -43,13 +56,14 @@ func impersonationHeaders(h http.Header) []string {
 }
 
 // rewriteHeaders makes the outgoing headers of a request: every untrusted
-// header is removed first; then, for an identity, Authorization is removed
-// too (the proxy's own credentials are added by its transport) and the
-// impersonation headers are set. Without an identity (a pass-through
-// token) Authorization stays as the client sent it.
-func rewriteHeaders(h http.Header, id *entra.Identity) {
+// header is removed first, except, with keepImpersonation (a pass-through
+// token), the client's impersonation headers. Then, for an identity,
+// Authorization is removed too (the proxy's own credentials are added by
+// its transport) and the impersonation headers are set. Without an
+// identity Authorization stays as the client sent it.
+func rewriteHeaders(h http.Header, id *entra.Identity, keepImpersonation bool) {
 	for k := range h {
-		if untrusted(k) {
+		if untrusted(k) && !(keepImpersonation && id == nil && clientImpersonation(k)) {
 			delete(h, k)
 		}
 	}

@@ -51,8 +51,18 @@ type Proxy struct {
 	refused     prometheus.Counter
 }
 
-// identityKey carries the verified identity from ServeHTTP to Rewrite.
-type identityKey struct{}
+// forwardKey carries a *forward from ServeHTTP to Rewrite.
+type forwardKey struct{}
+
+// forward is how Rewrite treats one request.
+type forward struct {
+	// id is impersonated with the proxy's credentials; nil passes the
+	// client's own credentials (or none) through.
+	id *entra.Identity
+	// clientImpersonation keeps the client's Impersonate-* headers: a
+	// pass-through token's, which the apiserver authorizes by RBAC.
+	clientImpersonation bool
+}
 
 // New checks cfg and returns a Proxy.
 func New(cfg Config) (*Proxy, error) {
@@ -92,7 +102,7 @@ func New(cfg Config) (*Proxy, error) {
 		}, []string{"code"}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "aadproxy", Name: "impersonation_attempts_total",
-			Help: "Requests refused with 403 because the client sent Impersonate-* headers.",
+			Help: "Requests refused with 403 because the client sent Impersonate-* headers as an Entra user or without a token.",
 		}),
 	}
 	if cfg.Registry != nil {
@@ -101,8 +111,17 @@ func New(cfg Config) (*Proxy, error) {
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	rewrite := func(pr *httputil.ProxyRequest) {
 		pr.SetURL(target)
-		id, _ := pr.In.Context().Value(identityKey{}).(*entra.Identity)
-		rewriteHeaders(pr.Out.Header, id)
+		// Rewrite starts without X-Forwarded-*. The relay sets
+		// X-Forwarded-For to the client's address (replacing what the
+		// client sent): forward it, with this hop (the agent) appended, so
+		// that the apiserver's audit log records it (sourceIPs).
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+		pr.SetXForwarded()
+		f, _ := pr.In.Context().Value(forwardKey{}).(*forward)
+		if f == nil {
+			f = &forward{}
+		}
+		rewriteHeaders(pr.Out.Header, f.id, f.clientImpersonation)
 	}
 	mk := func(rt http.RoundTripper) *httputil.ReverseProxy {
 		return &httputil.ReverseProxy{
@@ -183,17 +202,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.finish(r, a)
 	r = r.WithContext(context.WithValue(r.Context(), auditKey{}, a))
 
-	if names := impersonationHeaders(r.Header); len(names) > 0 {
-		a.mode = "refused"
-		p.refused.Inc()
-		p.log.Warn("refused a request carrying impersonation headers", "headers", strings.Join(names, ","),
-			"remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "user_agent", r.UserAgent())
-		apistatus.Write(rec, http.StatusForbidden, metav1.StatusReasonForbidden,
-			"kube-aad-proxy: impersonation is not allowed through cluster connect (the request carried "+strings.Join(names, ", ")+"); remove --as/--as-group")
-		return
-	}
+	names := impersonationHeaders(r.Header)
 	raw, ok := bearer(r)
 	if !ok {
+		if len(names) > 0 {
+			p.refuse(rec, r, a, names, "kube-aad-proxy: impersonation needs credentials: a request without a bearer token cannot carry "+strings.Join(names, ", "))
+			return
+		}
 		// No credentials: the apiserver decides (anonymous), and sees none
 		// of the proxy's.
 		p.passthrough.ServeHTTP(rec, r)
@@ -202,8 +217,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, err := p.verifier.Verify(r.Context(), raw)
 	switch {
 	case errors.Is(err, entra.ErrNotEntra):
-		a.mode = "passthrough"
-		p.passthrough.ServeHTTP(rec, r)
+		// Not an Entra token (a service account's): it goes to the
+		// apiserver as it came, Impersonate-* included, for the apiserver
+		// to authenticate and to authorize the impersonation by RBAC.
+		a.mode, a.impersonation = "passthrough", names
+		p.passthrough.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), forwardKey{}, &forward{clientImpersonation: true})))
 	case err != nil:
 		a.mode, a.reason = "rejected", string(entra.ReasonOf(err))
 		code := http.StatusUnauthorized
@@ -211,10 +229,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 		}
 		apistatus.Error(rec, code, "kube-aad-proxy: "+err.Error())
+	case len(names) > 0:
+		a.user = id.Username
+		p.refuse(rec, r, a, names, "kube-aad-proxy: impersonation is not allowed through cluster connect for Entra users: the proxy already impersonates "+
+			id.Username+" on the apiserver and cannot also act on "+strings.Join(names, ", ")+"; remove --as/--as-group")
 	default:
 		a.mode, a.user, a.groups = "impersonate", id.Username, len(id.Groups)
-		p.impersonate.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		p.impersonate.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), forwardKey{}, &forward{id: id})))
 	}
+}
+
+// refuse answers 403 to a request whose Impersonate-* headers (names) the
+// proxy does not forward.
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, a *audit, names []string, msg string) {
+	a.mode = "refused"
+	p.refused.Inc()
+	p.log.Warn("refused a request carrying impersonation headers", "headers", strings.Join(names, ","), "user", a.user,
+		"remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "user_agent", r.UserAgent())
+	apistatus.Write(w, http.StatusForbidden, metav1.StatusReasonForbidden, msg)
 }
 
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
@@ -237,6 +269,8 @@ type audit struct {
 	groups int
 	reason string
 	code   int
+	// impersonation are the Impersonate-* headers passed through.
+	impersonation []string
 }
 
 type auditKey struct{}
@@ -267,6 +301,9 @@ func (p *Proxy) finish(r *http.Request, a *audit) {
 	}
 	if a.reason != "" {
 		attrs = append(attrs, slog.String("reason", a.reason))
+	}
+	if len(a.impersonation) > 0 {
+		attrs = append(attrs, slog.String("impersonation", strings.Join(a.impersonation, ",")))
 	}
 	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }

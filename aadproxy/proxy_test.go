@@ -32,6 +32,7 @@ func TestRewriteHeaders(t *testing.T) {
 		name string
 		in   http.Header
 		id   *entra.Identity
+		keep bool // a pass-through token's own impersonation
 		want http.Header
 	}{{
 		name: "identity: authorization replaced by impersonation",
@@ -58,13 +59,28 @@ func TestRewriteHeaders(t *testing.T) {
 		in:   http.Header{"Authorization": {"Bearer sa-token"}, "Impersonate-User": {"admin"}, "Content-Type": {"application/json"}},
 		want: http.Header{"Authorization": {"Bearer sa-token"}, "Content-Type": {"application/json"}},
 	}, {
+		name: "identity: client impersonation dropped even when kept for pass-through",
+		in:   http.Header{"Authorization": {"Bearer entra"}, "Impersonate-User": {"admin"}},
+		id:   alice,
+		keep: true,
+		want: http.Header{"Impersonate-User": {"alice@example.com"}, "Impersonate-Group": {"g-1", "g-2", "system:authenticated"},
+			"Impersonate-Extra-Oid": {"oid-1"}, "Impersonate-Extra-Tid": {"tid-1"}},
+	}, {
+		name: "pass-through token keeps its impersonation, drops front-proxy and unknown headers",
+		in: http.Header{"Authorization": {"Bearer sa-token"}, "Impersonate-User": {"admin"}, "Impersonate-Group": {"system:masters", "ops"},
+			"Impersonate-Uid": {"0"}, "Impersonate-Extra-Scopes": {"all"}, "Impersonate-Extra-": {"x"}, "Impersonate-Other": {"x"},
+			"X-Remote-User": {"admin"}},
+		keep: true,
+		want: http.Header{"Authorization": {"Bearer sa-token"}, "Impersonate-User": {"admin"}, "Impersonate-Group": {"system:masters", "ops"},
+			"Impersonate-Uid": {"0"}, "Impersonate-Extra-Scopes": {"all"}},
+	}, {
 		name: "non-canonical header names are caught",
 		in:   http.Header{"impersonate-user": {"admin"}, "IMPERSONATE-GROUP": {"x"}, "x-remote-extra-a": {"b"}},
 		want: http.Header{},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := tc.in.Clone()
-			rewriteHeaders(h, tc.id)
+			rewriteHeaders(h, tc.id, tc.keep)
 			// Extra header names are set raw (percent-encoded keys), so
 			// compare canonicalised.
 			got := http.Header{}
@@ -80,7 +96,7 @@ func TestRewriteHeaders(t *testing.T) {
 
 func TestExtraKeyIsPercentEncoded(t *testing.T) {
 	h := http.Header{}
-	rewriteHeaders(h, &entra.Identity{Username: "u", ObjectID: "o", TenantID: "t"})
+	rewriteHeaders(h, &entra.Identity{Username: "u", ObjectID: "o", TenantID: "t"}, false)
 	if _, ok := h["Impersonate-Extra-oid"]; !ok {
 		t.Errorf("want the extra key as sent to the apiserver (lowercase oid), got %v", h)
 	}
@@ -130,7 +146,7 @@ func (s stubVerifier) Verify(_ context.Context, raw string) (*entra.Identity, er
 // upstream is a stand-in apiserver that echoes the auth headers it got.
 func upstream(t *testing.T) (*httptest.Server, *rest.Config) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		out := map[string]any{"path": r.URL.Path, "authorization": r.Header.Get("Authorization")}
+		out := map[string]any{"path": r.URL.Path, "authorization": r.Header.Get("Authorization"), "xff": r.Header.Values("X-Forwarded-For")}
 		for k, v := range r.Header {
 			if strings.HasPrefix(k, "Impersonate-") {
 				out[k] = v
@@ -147,8 +163,11 @@ func upstream(t *testing.T) (*httptest.Server, *rest.Config) {
 type seen struct {
 	Path          string   `json:"path"`
 	Authorization string   `json:"authorization"`
+	XFF           []string `json:"xff"`
 	User          []string `json:"Impersonate-User"`
 	Group         []string `json:"Impersonate-Group"`
+	UID           []string `json:"Impersonate-Uid"`
+	ExtraScopes   []string `json:"Impersonate-Extra-Scopes"`
 }
 
 func newProxy(t *testing.T, v Verifier, logs io.Writer) (*Proxy, *prometheus.Registry) {
@@ -212,14 +231,14 @@ func TestProxy(t *testing.T) {
 	if w.Code != 503 || !strings.Contains(st.Message, "issuer_unavailable") {
 		t.Errorf("issuer down: %d %+v", w.Code, st)
 	}
-	for _, auth := range []string{"entra-alice", "sa-token", ""} {
+	for _, auth := range []string{"entra-alice", ""} {
 		w, _, st = do(t, p, auth, http.Header{"Impersonate-User": {"admin"}, "Impersonate-Group": {"system:masters"}})
 		if w.Code != 403 || st.Reason != metav1.StatusReasonForbidden || !strings.Contains(st.Message, "Impersonate-Group, Impersonate-User") {
 			t.Errorf("impersonation with %q: %d %+v", auth, w.Code, st)
 		}
 	}
 
-	for code, want := range map[string]float64{"200": 3, "401": 1, "503": 1, "403": 3} {
+	for code, want := range map[string]float64{"200": 3, "401": 1, "503": 1, "403": 2} {
 		if got := testutil.ToFloat64(p.requests.WithLabelValues(code)); got != want {
 			t.Errorf("requests_total{code=%s} = %v, want %v", code, got, want)
 		}
@@ -228,8 +247,8 @@ func TestProxy(t *testing.T) {
 		t.Errorf("impersonation metric not registered")
 	}
 	out := logs.String()
-	if strings.Count(out, "msg=request ") != 8 {
-		t.Errorf("want one audit line per request (8):\n%s", out)
+	if strings.Count(out, "msg=request ") != 7 {
+		t.Errorf("want one audit line per request (7):\n%s", out)
 	}
 	for _, want := range []string{
 		`mode=impersonate user=alice@example.com groups=2 verb=list path=/api/v1/namespaces/ns/pods status=200`,
@@ -245,6 +264,58 @@ func TestProxy(t *testing.T) {
 	for _, secret := range []string{"entra-alice", "sa-token", "proxy-own-token"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("a token (%s) appears in the logs", secret)
+		}
+	}
+}
+
+// Impersonation in token mode: a pass-through token's Impersonate-* go to
+// the apiserver, which authorizes them by RBAC; an Entra user's are refused
+// (the proxy impersonates the user itself), as are those of a request
+// without a token.
+func TestClientImpersonation(t *testing.T) {
+	v := stubVerifier{"entra-alice": {id: alice}}
+	var logs bytes.Buffer
+	p, _ := newProxy(t, v, &logs)
+	imp := http.Header{"Impersonate-User": {"admin"}, "Impersonate-Group": {"system:masters"}, "Impersonate-Uid": {"0"},
+		"Impersonate-Extra-Scopes": {"all"}, "X-Remote-User": {"root"}}
+
+	w, s, _ := do(t, p, "sa-token", imp)
+	if w.Code != 200 || s.Authorization != "Bearer sa-token" || !reflect.DeepEqual(s.User, []string{"admin"}) ||
+		!reflect.DeepEqual(s.Group, []string{"system:masters"}) || !reflect.DeepEqual(s.UID, []string{"0"}) ||
+		!reflect.DeepEqual(s.ExtraScopes, []string{"all"}) {
+		t.Errorf("pass-through token's impersonation: %d %+v", w.Code, s)
+	}
+	if !strings.Contains(logs.String(), "mode=passthrough") || !strings.Contains(logs.String(), "impersonation=Impersonate-Extra-Scopes,Impersonate-Group,Impersonate-Uid,Impersonate-User") {
+		t.Errorf("the audit line does not say the client impersonated:\n%s", logs.String())
+	}
+
+	w, _, st := do(t, p, "entra-alice", imp)
+	if w.Code != 403 || st.Reason != metav1.StatusReasonForbidden || !strings.Contains(st.Message, "for Entra users") ||
+		!strings.Contains(st.Message, "already impersonates alice@example.com") {
+		t.Errorf("Entra user's impersonation: %d %+v", w.Code, st)
+	}
+	w, _, st = do(t, p, "", imp)
+	if w.Code != 403 || !strings.Contains(st.Message, "without a bearer token") {
+		t.Errorf("impersonation without a token: %d %+v", w.Code, st)
+	}
+	if got := testutil.ToFloat64(p.refused); got != 2 {
+		t.Errorf("impersonation refusals = %v, want 2", got)
+	}
+}
+
+// The X-Forwarded-For the relay sets reaches the apiserver, with the
+// proxy's peer (the agent) appended, for Entra users and pass-through
+// tokens alike.
+func TestXForwardedFor(t *testing.T) {
+	p, _ := newProxy(t, stubVerifier{"entra-alice": {id: alice}}, io.Discard)
+	for _, auth := range []string{"entra-alice", "sa-token", ""} {
+		_, s, _ := do(t, p, auth, http.Header{"X-Forwarded-For": {"203.0.113.7"}})
+		if !reflect.DeepEqual(s.XFF, []string{"203.0.113.7, 192.0.2.1"}) { // httptest's RemoteAddr
+			t.Errorf("%q: the apiserver got X-Forwarded-For %q, want the client's and the agent's", auth, s.XFF)
+		}
+		_, s, _ = do(t, p, auth, nil)
+		if !reflect.DeepEqual(s.XFF, []string{"192.0.2.1"}) {
+			t.Errorf("%q without X-Forwarded-For: the apiserver got %q, want the agent's", auth, s.XFF)
 		}
 	}
 }

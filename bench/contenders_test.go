@@ -34,6 +34,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel/tunneltest"
 	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
+	"github.com/clusterconnect/clusterconnect/relay/limits"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
@@ -83,7 +84,9 @@ func newPKI() (*pki, error) {
 }
 
 func (p *pki) serverTLS() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.cert}, MinVersion: tls.VersionTLS13}
+	// As the relay's own listener: agents and token-mode callers present
+	// certificates, verified per request.
+	return &tls.Config{Certificates: []tls.Certificate{p.cert}, MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert}
 }
 
 func (p *pki) clientTLS() *tls.Config {
@@ -349,46 +352,79 @@ func (allowAll) AuthenticateAgent(context.Context, *http.Request, *store.Cluster
 }
 
 // newRelay is a relay.Server with a bolt store in a temporary folder holding
-// the named clusters.
-func newRelay(cfg *tunnel.Config, clusters ...string) (*relay.Server, func(), error) {
+// the named clusters, without limits (one caller floods it on purpose), and
+// the admin's relay client certificate, which kubectl's side presents.
+func newRelay(cfg *tunnel.Config, clusters ...string) (*relay.Server, func(), tls.Certificate, error) {
 	dir, err := os.MkdirTemp("", "bench-relay-")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, tls.Certificate{}, err
 	}
 	st, err := store.OpenBolt(filepath.Join(dir, "relay.db"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, tls.Certificate{}, err
 	}
 	cleanup := func() { st.Close(); os.RemoveAll(dir) }
 	for _, name := range clusters {
 		if err := st.CreateCluster(context.Background(), &store.Cluster{Name: name, UID: name, CreatedAt: time.Now()}); err != nil {
 			cleanup()
-			return nil, nil, err
+			return nil, nil, tls.Certificate{}, err
 		}
 	}
 	certPEM, keyPEM, err := clusterca.Generate()
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, nil, tls.Certificate{}, err
 	}
 	ca, err := clusterca.Load(certPEM, keyPEM)
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, nil, tls.Certificate{}, err
 	}
+	unlimited := limits.Config{CallerRate: -1, CallerBurst: -1, CallerConcurrent: -1, CallerLongRunning: -1,
+		ClusterRate: -1, ClusterBurst: -1, ClusterConcurrent: -1, ClusterLongRunning: -1}
 	rs, err := relay.New(relay.Config{Store: st, ExternalURL: "https://127.0.0.1", AdminToken: "bench",
-		ClusterCA: ca, Agents: allowAll{}, Tunnel: cfg})
+		ClusterCA: ca, Agents: allowAll{}, Tunnel: cfg, Limits: &unlimited})
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, nil, tls.Certificate{}, err
 	}
-	return rs, cleanup, nil
+	cert, err := adminCert(ca)
+	if err != nil {
+		cleanup()
+		return nil, nil, tls.Certificate{}, err
+	}
+	return rs, cleanup, cert, nil
+}
+
+// adminCert is a relay client certificate of the admin from ca.
+func adminCert(ca *clusterca.CA) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM, leaf, err := ca.IssuePrincipal(csr, api.Principal{Kind: api.PrincipalKindAdmin, ID: "admin"}, time.Now(), 24*time.Hour)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	blk, _ := pem.Decode(certPEM)
+	return tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // httpClient is kubectl's side: HTTP/2 over TLS 1.3 (as kubectl talks to an
-// apiserver), trusting the bench CA.
-func httpClient(p *pki) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: p.clientTLS(), ForceAttemptHTTP2: true,
+// apiserver), trusting the bench CA and presenting certs (a relay client
+// certificate for our relay).
+func httpClient(p *pki, certs ...tls.Certificate) *http.Client {
+	cfg := p.clientTLS()
+	cfg.Certificates = certs
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true,
 		MaxIdleConnsPerHost: 128, DisableCompression: true}}
 }
 
@@ -401,7 +437,7 @@ func directHTTPS(u *upstreams, p *pki) *httpPath {
 // fullPath is kubectl → relay.Server → tunnel → agent → HTTP upstream, the
 // relay and (for agentDial) the clusterconnect agent as the binaries run them.
 func fullPath(name, note string, u *upstreams, p *pki, kind agentKind, cfg *tunnel.Config) (*httpPath, error) {
-	rs, cleanup, err := newRelay(cfg, "bench")
+	rs, cleanup, cert, err := newRelay(cfg, "bench")
 	if err != nil {
 		return nil, err
 	}
@@ -434,7 +470,7 @@ func fullPath(name, note string, u *upstreams, p *pki, kind agentKind, cfg *tunn
 		cleanup()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	c := httpClient(p)
+	c := httpClient(p, cert)
 	return &httpPath{name: name, note: note, base: srv.URL + "/clusters/bench", client: c,
 		close: func() {
 			c.CloseIdleConnections()

@@ -221,7 +221,7 @@ func idleTunnels(p *pki, kind string, n, index int) (IdleResult, error) {
 		for i := range names {
 			names[i] = "c" + strconv.Itoa(i)
 		}
-		rs, cleanup, err := newRelay(nil, names...)
+		rs, cleanup, _, err := newRelay(nil, names...)
 		if err != nil {
 			return IdleResult{}, err
 		}

@@ -17,21 +17,29 @@ import (
 
 // Client calls the relay's management API.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
+	base string
+	// bearer returns the token of each call: the admin token, an API token
+	// or a user's Entra access token.
+	bearer func(context.Context) (string, error)
+	hc     *http.Client
 }
 
-// NewClient returns a client for the relay at base, trusting caFile (when
-// set) besides the system roots.
+// NewClient returns a client for the relay at base that authenticates with
+// token (the admin token or an API token), trusting caFile (when set)
+// besides the system roots.
 func NewClient(base, token, caFile string) (*Client, error) {
+	return newClient(base, caFile, func(context.Context) (string, error) { return token, nil })
+}
+
+// newClient returns a client whose calls take their bearer token from bearer.
+func newClient(base, caFile string, bearer func(context.Context) (string, error)) (*Client, error) {
 	pool, err := trust.Pool(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("relay CA file: %w", err)
 	}
 	return &Client{
-		base:  strings.TrimSuffix(base, "/"),
-		token: token,
+		base:   strings.TrimSuffix(base, "/"),
+		bearer: bearer,
 		hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			Proxy:           http.ProxyFromEnvironment,
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
@@ -39,10 +47,13 @@ func NewClient(base, token, caFile string) (*Client, error) {
 	}, nil
 }
 
-// APIError is a non-2xx answer of the relay, with the message it gave.
+// APIError is a non-2xx answer of the relay, with the message (and the
+// Status reason, when it sent one) it gave.
 type APIError struct {
 	StatusCode int
 	Message    string
+	// Reason is the Status reason, e.g. api.ReasonForbidden; may be empty.
+	Reason string
 }
 
 func (e *APIError) Error() string {
@@ -66,7 +77,11 @@ func (c *Client) doWith(ctx context.Context, method, path string, in, out any, i
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	token, err := c.bearer(ctx)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	if ifMatch != "" {
 		req.Header.Set("If-Match", ifMatch)
 	}
@@ -83,14 +98,12 @@ func (c *Client) doWith(ctx context.Context, method, path string, in, out any, i
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		var st struct {
-			Message string `json:"message"`
-		}
+		var st api.Status
 		msg := strings.TrimSpace(string(b))
 		if json.Unmarshal(b, &st) == nil && st.Message != "" {
 			msg = st.Message
 		}
-		return &APIError{StatusCode: resp.StatusCode, Message: msg}
+		return &APIError{StatusCode: resp.StatusCode, Message: msg, Reason: st.Reason}
 	}
 	switch o := out.(type) {
 	case nil:

@@ -1,20 +1,28 @@
 // Package connectctl is the command-line client of the relay: register
-// clusters, see whether they are connected, and get kubeconfigs for them.
+// clusters, see whether they are connected, and get kubeconfigs for them;
+// manage the front door's role assignments, API tokens and audit log; and
+// serve kubectl as an exec credential plugin (get-token for Entra mode,
+// kube-credential for token mode's relay client certificate).
 package connectctl
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	clientauthv1 "k8s.io/client-go/pkg/apis/clientauthentication/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
@@ -30,10 +38,23 @@ type globals struct {
 	caFile     string
 }
 
-func (g *globals) client() (*Client, error) {
+// relayLogin is how connectctl reaches the relay and signs in to it: with a
+// token (the admin token or an API token) or with an Entra login.
+type relayLogin struct {
+	relay, caFile string
+	token         string
+	// entra is the Entra login's token source; nil with a token.
+	entra *entraSource
+}
+
+// login resolves the relay login from the flags, the environment and the
+// config file, in that order; a token from a flag or the environment wins
+// over the config's Entra login. Device-code instructions go to cmd's
+// standard error.
+func (g *globals) login(cmd *cobra.Command) (*relayLogin, *Config, error) {
 	cfg, err := LoadConfig(g.configPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pick := func(flag, env, file string) string {
 		if flag != "" {
@@ -46,18 +67,55 @@ func (g *globals) client() (*Client, error) {
 	}
 	tok, err := cfg.token()
 	if err != nil {
+		return nil, nil, err
+	}
+	l := &relayLogin{
+		relay:  pick(g.relay, "CONNECTCTL_RELAY", cfg.Relay),
+		caFile: pick(g.caFile, "CONNECTCTL_CA_FILE", cfg.CAFile),
+		token:  pick(g.token, "CONNECTCTL_RELAY_TOKEN", tok),
+	}
+	if l.relay == "" {
+		return nil, nil, errors.New("no relay configured: run `connectctl login --relay https://<relay> --token-file <token file>` (or --entra …) or pass --relay")
+	}
+	if l.token == "" && cfg.Entra != nil {
+		l.entra = newEntraSource(*cfg.Entra, cmd.ErrOrStderr(), g.now)
+	}
+	if l.token == "" && l.entra == nil {
+		return nil, nil, errors.New("no relay login: run `connectctl login` (--token-file with the admin token or an API token, or --entra for an Entra sign-in) or set CONNECTCTL_RELAY_TOKEN")
+	}
+	return l, cfg, nil
+}
+
+// client returns a management API client that signs in as l.
+func (l *relayLogin) client() (*Client, error) {
+	if l.entra == nil {
+		return NewClient(l.relay, l.token, l.caFile)
+	}
+	return newClient(l.relay, l.caFile, func(ctx context.Context) (string, error) {
+		t, err := l.entra.Token(ctx)
+		if err != nil {
+			return "", err
+		}
+		return t.AccessToken, nil
+	})
+}
+
+// identity names who l signs in as without revealing a secret: a hash of
+// the token, or the Entra issuer, client and scopes.
+func (l *relayLogin) identity() string {
+	if l.entra != nil {
+		return "entra\n" + l.entra.cfg.IssuerURL + "\n" + l.entra.cfg.ClientID + "\n" + strings.Join(l.entra.cfg.Scopes, " ")
+	}
+	h := sha256.Sum256([]byte(l.token))
+	return "token\n" + hex.EncodeToString(h[:])
+}
+
+func (g *globals) client(cmd *cobra.Command) (*Client, error) {
+	l, _, err := g.login(cmd)
+	if err != nil {
 		return nil, err
 	}
-	base := pick(g.relay, "CONNECTCTL_RELAY", cfg.Relay)
-	token := pick(g.token, "CONNECTCTL_RELAY_TOKEN", tok)
-	ca := pick(g.caFile, "CONNECTCTL_CA_FILE", cfg.CAFile)
-	if base == "" {
-		return nil, errors.New("no relay configured: run `connectctl login --relay https://<relay> --token-file <admin-token>` or pass --relay")
-	}
-	if token == "" {
-		return nil, errors.New("no relay admin token: run `connectctl login` or set CONNECTCTL_RELAY_TOKEN")
-	}
-	return NewClient(base, token, ca)
+	return l.client()
 }
 
 // NewCommand returns the connectctl root command writing to out.
@@ -70,10 +128,14 @@ func newCommand(out io.Writer, now func() time.Time) *cobra.Command {
 		Short: "Manage clusters connected to a clusterconnect relay",
 		Long: `connectctl manages clusters connected to a clusterconnect relay, the way az connectedk8s does
 for Azure Arc: connect (register) a cluster, list and show them with their connectivity status,
-get a kubeconfig that reaches a cluster through the relay, delete a cluster.
+get a kubeconfig that reaches a cluster through the relay, delete a cluster; and the relay's
+front door: role assignments (cluster and management roles, optionally time-bound), API tokens,
+the audit log, and who you are signed in as.
 
-Settings come from the config file (written by login), overridden by the environment
-(CONNECTCTL_RELAY, CONNECTCTL_RELAY_TOKEN, CONNECTCTL_CA_FILE) and then by flags.`,
+Sign in with login: a token (the relay's admin token or an API token from tokens create) or an
+Entra ID sign-in (login --entra, device code). Settings come from the config file (written by
+login), overridden by the environment (CONNECTCTL_RELAY, CONNECTCTL_RELAY_TOKEN,
+CONNECTCTL_CA_FILE) and then by flags.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -81,7 +143,7 @@ Settings come from the config file (written by login), overridden by the environ
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", DefaultConfigPath(), "connectctl config file ($CONNECTCTL_CONFIG)")
 	pf.StringVar(&g.relay, "relay", "", "relay URL ($CONNECTCTL_RELAY)")
-	pf.StringVar(&g.token, "relay-token", "", "relay admin token ($CONNECTCTL_RELAY_TOKEN)")
+	pf.StringVar(&g.token, "relay-token", "", "relay token: the admin token or an API token ($CONNECTCTL_RELAY_TOKEN)")
 	pf.StringVar(&g.caFile, "ca-file", "", "CA bundle to trust for the relay ($CONNECTCTL_CA_FILE)")
 
 	// The verbs of az connectedk8s, and the same under "clusters" with
@@ -89,45 +151,10 @@ Settings come from the config file (written by login), overridden by the environ
 	root.AddCommand(loginCmd(g), connectCmd(g, "connect"), listCmd(g), showCmd(g), deleteCmd(g), updateCmd(g), tokenCmd(g), kubeconfigCmd(g))
 	clusters := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Cluster verbs grouped: create, token, list, show, update, delete"}
 	clusters.AddCommand(connectCmd(g, "create"), tokenCmd(g), listCmd(g), showCmd(g), updateCmd(g), deleteCmd(g))
-	root.AddCommand(clusters, roleCmd(g))
-	root.AddCommand(getTokenCmd()) // kubectl exec credential plugin for kube-aad-proxy (tokenexec.go)
+	root.AddCommand(clusters, roleCmd(g), tokensCmd(g), auditCmd(g), whoamiCmd(g))
+	root.AddCommand(getTokenCmd(g))       // kubectl exec credential plugin for kube-aad-proxy (tokenexec.go)
+	root.AddCommand(kubeCredentialCmd(g)) // kubectl exec credential plugin for token mode (kubecred.go)
 	return root
-}
-
-func loginCmd(g *globals) *cobra.Command {
-	var tokenFile string
-	c := &cobra.Command{
-		Use:   "login",
-		Short: "Save the relay URL, its CA and the admin token in the config file",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.relay == "" {
-				return errors.New("--relay is required, e.g. --relay https://localhost:8443")
-			}
-			if g.token == "" && tokenFile == "" {
-				return errors.New("--relay-token or --token-file is required (the relay writes its admin token to <data-dir>/admin-token)")
-			}
-			cfg := &Config{Relay: g.relay, CAFile: g.caFile, Token: g.token, TokenFile: tokenFile}
-			tok, err := cfg.token()
-			if err != nil {
-				return err
-			}
-			cl, err := NewClient(g.relay, tok, g.caFile)
-			if err != nil {
-				return err
-			}
-			if _, err := cl.ListClusters(cmd.Context(), "", nil); err != nil {
-				return fmt.Errorf("login check failed: %w", err)
-			}
-			if err := cfg.Save(g.configPath); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Logged in to %s; settings saved in %s\n", g.relay, g.configPath)
-			return nil
-		},
-	}
-	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the relay admin token")
-	return c
 }
 
 func parseTags(kvs []string) (map[string]string, error) {
@@ -181,7 +208,7 @@ func connectCmd(g *globals, use string) *cobra.Command {
 		Short: "Register (connect) a cluster and print the agent install command with its one-time registration token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -208,7 +235,7 @@ func tokenCmd(g *globals) *cobra.Command {
 		Short: "Issue a new one-time registration token (to re-register a cluster); earlier tokens stop working",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -231,7 +258,7 @@ func listCmd(g *globals) *cobra.Command {
 		Short: "List clusters: status, Kubernetes version, nodes, agent version, last seen",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -261,7 +288,7 @@ func showCmd(g *globals) *cobra.Command {
 		Short: "Show one cluster with its latest status changes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -290,7 +317,7 @@ func updateCmd(g *globals) *cobra.Command {
 		Short: "Replace a cluster's tags",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -320,7 +347,7 @@ func deleteCmd(g *globals) *cobra.Command {
 		Short: "Delete a cluster: its certificates are revoked and its tunnels close at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -360,6 +387,19 @@ func ago(t, now time.Time) string {
 	}
 }
 
+// stamp is t in RFC 3339 (UTC) with how long from now: "… (in 8h)",
+// "… (5m ago)"; "-" for the zero time.
+func stamp(t, now time.Time) string {
+	switch {
+	case t.IsZero():
+		return "-"
+	case t.After(now):
+		return t.UTC().Format(time.RFC3339) + " (in " + ago(now, t) + ")"
+	default:
+		return t.UTC().Format(time.RFC3339) + " (" + ago(t, now) + " ago)"
+	}
+}
+
 func printTable(w io.Writer, items []api.ConnectedCluster, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATUS\tK8S VERSION\tNODES\tAGENT VERSION\tLAST SEEN")
@@ -376,16 +416,7 @@ const showEvents = 5
 func printShow(w io.Writer, v *api.ConnectedCluster, now time.Time) {
 	p := v.Properties
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	ts := func(t time.Time) string {
-		switch {
-		case t.IsZero():
-			return "-"
-		case t.After(now):
-			return t.UTC().Format(time.RFC3339) + " (in " + ago(now, t) + ")"
-		default:
-			return t.UTC().Format(time.RFC3339) + " (" + ago(t, now) + " ago)"
-		}
-	}
+	ts := func(t time.Time) string { return stamp(t, now) }
 	var tags []string
 	for k, val := range v.Tags {
 		tags = append(tags, k+"="+val)
@@ -446,17 +477,42 @@ func printData(w io.Writer, format string, v any) error {
 
 func kubeconfigCmd(g *globals) *cobra.Command {
 	var token, tokenFile, file string
+	var entra bool
+	var scopes []string
 	c := &cobra.Command{
-		Use:   "kubeconfig NAME",
-		Short: "Get the relay-issued kubeconfig of a cluster and merge it into your kubeconfig",
-		Long: `Fetches the kubeconfig the relay issues for a cluster (the relay URL for it and
-the relay's CA) and adds your credential: a bearer token the cluster's API server
-accepts, e.g. a service-account token. By default the context is merged into the
-kubeconfig kubectl uses (KUBECONFIG, else ~/.kube/config) and made current; other
-contexts are kept. With --file, a standalone kubeconfig is written instead.`,
+		Use:   "kubeconfig NAME (--token T | --token-file F | --entra)",
+		Short: "Get the relay-issued kubeconfig of a cluster, with your credential as an exec plugin, and merge it into your kubeconfig",
+		Long: `Fetches the kubeconfig the relay issues for a cluster (the relay URL for it, the
+relay's CA and TLS server name, kept as the relay sends them) and adds your
+credential as a kubectl exec plugin, so that nothing long-lived but the
+Kubernetes token is written:
+
+  --token or --token-file: token mode. A bearer token the cluster's API server
+  accepts (e.g. a service-account token) goes into the user's exec environment
+  as CONNECTCTL_KUBE_TOKEN, and kubectl runs
+
+    connectctl kube-credential --config <this config file> --cluster NAME
+
+  which hands kubectl that token and a short-lived relay client certificate
+  issued to your relay login (connectctl login), cached until 5 minutes before
+  it expires. The relay admits you by the certificate and passes the token on.
+
+  --entra: Entra mode. kubectl runs connectctl get-token with the issuer, client
+  ID, scope and issuer CA saved by connectctl login --entra (--scope asks for
+  another scope, e.g. kube-aad-proxy's server application); the relay and
+  kube-aad-proxy verify the Entra access token.
+
+By default the context is merged into the kubeconfig kubectl uses (KUBECONFIG,
+else ~/.kube/config) and made current; other contexts are kept. With --file, a
+standalone kubeconfig is written instead.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			name := args[0]
+			l, cfg, err := g.login(cmd)
+			if err != nil {
+				return err
+			}
+			cl, err := l.client()
 			if err != nil {
 				return err
 			}
@@ -467,7 +523,40 @@ contexts are kept. With --file, a standalone kubeconfig is written instead.`,
 				}
 				token = strings.TrimSpace(string(b))
 			}
-			raw, err := cl.Kubeconfig(cmd.Context(), args[0])
+			if len(scopes) > 0 && !entra {
+				return errors.New("--scope goes with --entra")
+			}
+			if !entra && token == "" {
+				return errors.New("no Kubernetes token: --token or --token-file is empty")
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("cannot find connectctl's own path for the exec plugin: %w", err)
+			}
+			if exe, err = filepath.Abs(exe); err != nil {
+				return err
+			}
+			var user *clientcmdapi.AuthInfo
+			if entra {
+				if cfg.Entra == nil {
+					return fmt.Errorf("no Entra settings in %s: run `connectctl login --entra --issuer-url … --client-id … --scope …` first", g.configPath)
+				}
+				e := *cfg.Entra
+				if len(scopes) > 0 {
+					e.Scopes = scopes
+				}
+				user = entraExecUser(exe, &e)
+			} else {
+				confPath, err := filepath.Abs(g.configPath)
+				if err != nil {
+					return err
+				}
+				if cfg.Relay == "" || (cfg.Token == "" && cfg.TokenFile == "" && cfg.Entra == nil) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: kubectl's connectctl kube-credential reads the relay login from %s, which has none: run `connectctl --config %s login …` (or export CONNECTCTL_RELAY and CONNECTCTL_RELAY_TOKEN for kubectl)\n", confPath, confPath)
+				}
+				user = tokenExecUser(exe, confPath, name, token)
+			}
+			raw, err := cl.Kubeconfig(cmd.Context(), name)
 			if err != nil {
 				return err
 			}
@@ -475,15 +564,15 @@ contexts are kept. With --file, a standalone kubeconfig is written instead.`,
 			if err != nil {
 				return fmt.Errorf("relay sent a kubeconfig that does not parse: %w", err)
 			}
-			for _, ai := range issued.AuthInfos {
-				ai.Token = token
+			for k := range issued.AuthInfos {
+				issued.AuthInfos[k] = user.DeepCopy()
 			}
 			out := cmd.OutOrStdout()
 			if file != "" {
 				if err := clientcmd.WriteToFile(*issued, file); err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "Wrote kubeconfig for cluster %q to %s\n", args[0], file)
+				fmt.Fprintf(out, "Wrote kubeconfig for cluster %q to %s\n", name, file)
 				return nil
 			}
 			po := clientcmd.NewDefaultPathOptions()
@@ -499,10 +588,55 @@ contexts are kept. With --file, a standalone kubeconfig is written instead.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&token, "token", "", "bearer token for the cluster's API server (travels through the relay)")
-	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding that token")
+	c.Flags().StringVar(&token, "token", "", "token mode: bearer token for the cluster's API server, e.g. a service-account token (travels through the relay)")
+	c.Flags().StringVar(&tokenFile, "token-file", "", "token mode: file holding that token")
+	c.Flags().BoolVar(&entra, "entra", false, "Entra mode: kubectl gets an Entra token with connectctl get-token, as set up by login --entra")
+	c.Flags().StringSliceVar(&scopes, "scope", nil, "with --entra: the scopes get-token asks for (default: those of login --entra)")
 	c.Flags().StringVarP(&file, "file", "f", "", "write a standalone kubeconfig here instead of merging")
+	c.MarkFlagsMutuallyExclusive("token", "token-file", "entra")
+	c.MarkFlagsOneRequired("token", "token-file", "entra")
 	return c
+}
+
+// kubeTokenEnv carries token mode's Kubernetes token from the kubeconfig's
+// exec user to kube-credential.
+const kubeTokenEnv = "CONNECTCTL_KUBE_TOKEN"
+
+// tokenExecUser is token mode's kubeconfig user: kube-credential with the
+// Kubernetes token in its environment.
+func tokenExecUser(exe, configPath, cluster, token string) *clientcmdapi.AuthInfo {
+	u := clientcmdapi.NewAuthInfo()
+	u.Exec = &clientcmdapi.ExecConfig{
+		APIVersion:      clientauthv1.SchemeGroupVersion.String(),
+		Command:         exe,
+		Args:            []string{"kube-credential", "--config", configPath, "--cluster", cluster},
+		Env:             []clientcmdapi.ExecEnvVar{{Name: kubeTokenEnv, Value: token}},
+		InteractiveMode: clientcmdapi.NeverExecInteractiveMode,
+	}
+	return u
+}
+
+// entraExecUser is Entra mode's kubeconfig user: get-token with the Entra
+// settings of login --entra.
+func entraExecUser(exe string, e *EntraConfig) *clientcmdapi.AuthInfo {
+	args := []string{"get-token", "--issuer-url", e.IssuerURL, "--client-id", e.ClientID}
+	for _, sc := range e.Scopes {
+		args = append(args, "--scope", sc)
+	}
+	if e.IssuerCAFile != "" {
+		args = append(args, "--issuer-ca-file", e.IssuerCAFile)
+	}
+	if e.CacheDir != "" {
+		args = append(args, "--cache-dir", e.CacheDir)
+	}
+	u := clientcmdapi.NewAuthInfo()
+	u.Exec = &clientcmdapi.ExecConfig{
+		APIVersion:      clientauthv1.SchemeGroupVersion.String(),
+		Command:         exe,
+		Args:            args,
+		InteractiveMode: clientcmdapi.NeverExecInteractiveMode,
+	}
+	return u
 }
 
 // merge adds (or replaces) src's clusters, users and contexts in dst and makes

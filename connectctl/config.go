@@ -11,12 +11,35 @@ import (
 )
 
 // Config is connectctl's settings file: which relay, how to trust it, and
-// the admin token for its management API.
+// how to sign in to its management API — a token (the admin token or an API
+// token) or an Entra (OIDC) login.
 type Config struct {
 	Relay     string `json:"relay,omitempty"`
 	CAFile    string `json:"caFile,omitempty"`
 	Token     string `json:"token,omitempty"`
 	TokenFile string `json:"tokenFile,omitempty"`
+	// Entra, when set, is an Entra (OIDC) login: every management call takes
+	// its bearer token from the token cache of these settings, refreshed as
+	// needed. Nil means a token login (Token or TokenFile).
+	Entra *EntraConfig `json:"entra,omitempty"`
+}
+
+// EntraConfig is an Entra ID (or any OIDC issuer's) public client login:
+// the settings of `connectctl login --entra` and of get-token.
+type EntraConfig struct {
+	// IssuerURL is the OIDC issuer, e.g.
+	// https://login.microsoftonline.com/<tenant>/v2.0.
+	IssuerURL string `json:"issuerURL"`
+	// ClientID is the public client application that signs in.
+	ClientID string `json:"clientID"`
+	// Scopes are requested for the access token, e.g. api://<app>/.default.
+	Scopes []string `json:"scopes"`
+	// IssuerCAFile is a CA bundle trusted for the issuer besides the system
+	// roots; empty means the system roots only.
+	IssuerCAFile string `json:"issuerCAFile,omitempty"`
+	// CacheDir holds the token cache; empty means the user cache directory
+	// (defaultTokenCacheDir).
+	CacheDir string `json:"cacheDir,omitempty"`
 }
 
 // DefaultConfigPath is $CONNECTCTL_CONFIG, else ~/.config/connectctl/config.yaml.
@@ -59,7 +82,7 @@ func (c *Config) Save(path string) error {
 	return os.WriteFile(path, b, 0o600)
 }
 
-// token returns the admin token, reading TokenFile when Token is empty.
+// token returns the relay token, reading TokenFile when Token is empty.
 func (c *Config) token() (string, error) {
 	if c.Token != "" {
 		return c.Token, nil
@@ -72,4 +95,13 @@ func (c *Config) token() (string, error) {
 		return "", fmt.Errorf("relay token file: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// absPath makes a non-empty path absolute, so that the config still works
+// when kubectl runs connectctl as an exec plugin from another directory.
+func absPath(p string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	return filepath.Abs(p)
 }

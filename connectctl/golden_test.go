@@ -2,6 +2,7 @@ package connectctl
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"github.com/clusterconnect/clusterconnect/pkg/api"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -94,4 +96,55 @@ func TestGoldenListAndShow(t *testing.T) {
 	golden(t, "show-new", run("show", "staging"))
 	golden(t, "show-json", run("show", "prod-eu", "-o", "json"))
 	golden(t, "list-yaml", run("clusters", "list", "-o", "yaml"))
+}
+
+// TestGoldenKubeconfig pins the kubeconfigs kubeconfig writes, with the
+// paths, the relay's address and its CA replaced by fixed stand-ins.
+func TestGoldenKubeconfig(t *testing.T) {
+	f := newFrontDoor(t)
+	c := newCLI(t)
+	c.loginAdmin(f)
+	cfg, _ := LoadConfig(c.config)
+	cfg.Entra = &EntraConfig{IssuerURL: "https://login.microsoftonline.com/tenant-1/v2.0", ClientID: "connectctl",
+		Scopes: []string{"api://clusterconnect-relay/.default"}, IssuerCAFile: "/etc/ssl/issuer-ca.crt"}
+	cfg.Save(c.config)
+	exe, _ := os.Executable()
+	ca := base64.StdEncoding.EncodeToString(f.caPEM())
+	stable := func(b []byte) []byte {
+		return []byte(strings.NewReplacer(exe, "/usr/local/bin/connectctl", c.config, "/home/user/.config/connectctl/config.yaml",
+			f.URL, "https://relay.example:8443", ca, "<relay CA>").Replace(string(b)))
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"kubeconfig-token", []string{"--token", "sa-token"}},
+		{"kubeconfig-entra", []string{"--entra"}},
+		{"kubeconfig-entra-scope", []string{"--entra", "--scope", "api://kube-aad-proxy/.default"}},
+	} {
+		file := filepath.Join(dir, tc.name)
+		c.ok(append([]string{"kubeconfig", "prod", "-f", file}, tc.args...)...)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden(t, tc.name, stable(b))
+	}
+}
+
+// TestGoldenHelp pins the help of the commands whose help explains how
+// credentials reach kubectl.
+func TestGoldenHelp(t *testing.T) {
+	t.Setenv("CONNECTCTL_CONFIG", "/home/user/.config/connectctl/config.yaml")
+	t.Setenv("XDG_CACHE_HOME", "/home/user/.cache")
+	for _, cmd := range []string{"kubeconfig", "kube-credential", "login"} {
+		var out bytes.Buffer
+		root := newCommand(&out, func() time.Time { return t0 })
+		root.SetArgs([]string{cmd, "--help"})
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "help-"+cmd, out.Bytes())
+	}
 }

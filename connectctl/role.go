@@ -2,12 +2,15 @@ package connectctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -45,44 +48,96 @@ func (c *Client) Roles(ctx context.Context) ([]api.Role, error) {
 	return l.Value, err
 }
 
+// managementRole reports whether role is assigned on the relay as a whole.
+func managementRole(role string) bool {
+	return role == api.RoleOwner || role == api.RoleContributor || role == api.RoleReader
+}
+
+// scope is where an assignment applies: "relay" (a management role),
+// "cluster" or "cluster/namespace".
+func scope(a api.RoleAssignment) string {
+	switch {
+	case a.Cluster == "":
+		return "relay"
+	case a.Namespace == "":
+		return a.Cluster
+	default:
+		return a.Cluster + "/" + a.Namespace
+	}
+}
+
 func roleCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "role", Short: "Role assignments and definitions that guard enforces (like az role assignment)"}
+	c := &cobra.Command{Use: "role", Short: "Role assignments and definitions that the relay and guard enforce (like az role assignment)"}
 	var req api.AssignmentRequest
+	var expires time.Duration
 	assign := &cobra.Command{
-		Use:   "assign --assignee <object id> --role <role> --cluster <name> [--namespace <ns>]",
-		Short: "Grant a role to a user or group on a cluster, or on one namespace of it",
-		Args:  cobra.NoArgs,
+		Use:   "assign --assignee <object id> --role <role> [--cluster <name> [--namespace <ns>]] [--expires 8h]",
+		Short: "Grant a role to a user or group on a cluster or one namespace of it, or a management role on the relay",
+		Long: `Grants a role to a user (object ID) or a group:
+
+  a cluster role (Cluster User, Viewer, Writer, Admin, Cluster Admin, or a custom
+  role) on --cluster, or on one --namespace of it; or
+
+  a management role (Owner, Contributor, Reader) on the relay as a whole: leave
+  out --cluster. Owner and Contributor may also connect to every cluster.
+
+With --expires the assignment ends that long from now (just-in-time access):
+the relay stops honouring it then and deletes it soon after.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.client()
+			switch {
+			case req.PrincipalID == "" || req.Role == "":
+				return errors.New("--assignee and --role are required")
+			case req.Cluster == "" && req.Namespace != "":
+				return errors.New("--namespace needs --cluster")
+			case req.Cluster == "" && !managementRole(req.Role):
+				return fmt.Errorf("--cluster is required for role %q: only %s, %s and %s are assigned on the relay as a whole",
+					req.Role, api.RoleOwner, api.RoleContributor, api.RoleReader)
+			case expires < 0:
+				return errors.New("--expires must not be negative")
+			}
+			r := req
+			if expires > 0 {
+				r.ExpiresAt = g.now().Add(expires).UTC()
+			}
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
-			a, err := cl.Assign(cmd.Context(), req)
+			a, err := cl.Assign(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
-			scope := "cluster " + a.Cluster
-			if a.Namespace != "" {
-				scope += ", namespace " + a.Namespace
+			where := "the relay (management role)"
+			if a.Cluster != "" {
+				where = "cluster " + a.Cluster
+				if a.Namespace != "" {
+					where += ", namespace " + a.Namespace
+				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Assigned %s to %s %s on %s (assignment %s).\n", a.Role, strings.ToLower(a.PrincipalType), a.PrincipalID, scope, a.ID)
+			until := ""
+			if !a.ExpiresAt.IsZero() {
+				until = ", until " + stamp(a.ExpiresAt, g.now())
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Assigned %s to %s %s on %s%s (assignment %s).\n", a.Role, strings.ToLower(a.PrincipalType), a.PrincipalID, where, until, a.ID)
 			return nil
 		},
 	}
 	f := assign.Flags()
 	f.StringVar(&req.PrincipalID, "assignee", "", "the user's object ID (oid) or the group's ID")
 	f.StringVar(&req.PrincipalType, "assignee-type", "User", "User or Group")
-	f.StringVar(&req.Role, "role", "", "Viewer, Writer, Admin, Cluster Admin, or a custom role")
-	f.StringVar(&req.Cluster, "cluster", "", "the cluster")
-	f.StringVar(&req.Namespace, "namespace", "", "limit the assignment to this namespace")
+	f.StringVar(&req.Role, "role", "", "Cluster User, Viewer, Writer, Admin, Cluster Admin or a custom role (with --cluster); Owner, Contributor or Reader (without)")
+	f.StringVar(&req.Cluster, "cluster", "", "the cluster; leave out for a management role")
+	f.StringVar(&req.Namespace, "namespace", "", "limit the assignment to this namespace of --cluster")
+	f.DurationVar(&expires, "expires", 0, "end the assignment this long from now, e.g. 8h (default: never)")
 
-	var cluster string
+	var cluster, output string
 	list := &cobra.Command{
 		Use:   "list [--cluster <name>]",
-		Short: "List role assignments",
+		Short: "List role assignments with their scope and expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -90,21 +145,22 @@ func roleCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tROLE\tTYPE\tPRINCIPAL\tCLUSTER\tNAMESPACE")
-			for _, a := range as {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Role, a.PrincipalType, a.PrincipalID, a.Cluster, orDash(a.Namespace))
+			switch output {
+			case "table", "":
+				return printAssignments(cmd.OutOrStdout(), as, g.now())
+			default:
+				return printData(cmd.OutOrStdout(), output, api.AssignmentList{Value: as})
 			}
-			return tw.Flush()
 		},
 	}
 	list.Flags().StringVar(&cluster, "cluster", "", "only this cluster's assignments")
+	list.Flags().StringVarP(&output, "output", "o", "table", "table, json or yaml")
 	remove := &cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove a role assignment (guard's cache may keep the old decision for its TTL)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -121,7 +177,7 @@ func roleCmd(g *globals) *cobra.Command {
 		Short: "Create or replace a custom role",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -141,7 +197,7 @@ func roleCmd(g *globals) *cobra.Command {
 		Short: "List role definitions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.client()
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -159,4 +215,13 @@ func roleCmd(g *globals) *cobra.Command {
 	}
 	c.AddCommand(assign, list, remove, define, defs)
 	return c
+}
+
+func printAssignments(w io.Writer, as []api.RoleAssignment, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tROLE\tTYPE\tPRINCIPAL\tSCOPE\tEXPIRES")
+	for _, a := range as {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Role, a.PrincipalType, a.PrincipalID, scope(a), expiry(a.ExpiresAt, now))
+	}
+	return tw.Flush()
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/clusterconnect/clusterconnect/pkg/trust"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -27,18 +27,12 @@ import (
 // handed out; kubectl may use it for a long-running request.
 const tokenMinValidity = 2 * time.Minute
 
-// getTokenOptions are the flags of `connectctl get-token`.
-type getTokenOptions struct {
-	issuerURL, clientID, issuerCAFile, cacheDir string
-	scopes                                      []string
-}
-
 // getTokenCmd is a kubectl exec credential plugin: it prints a
 // client.authentication.k8s.io/v1 ExecCredential with an Entra (OIDC)
 // access token for kube-aad-proxy, from its cache, by a refresh-token
 // grant, or by a device-code login, as kubelogin does for AKS.
-func getTokenCmd() *cobra.Command {
-	o := &getTokenOptions{}
+func getTokenCmd(g *globals) *cobra.Command {
+	o := &EntraConfig{}
 	c := &cobra.Command{
 		Use:   "get-token",
 		Short: "Print an ExecCredential with an Entra ID token for kube-aad-proxy (kubectl exec credential plugin)",
@@ -54,94 +48,184 @@ client.authentication.k8s.io/v1 ExecCredential, for kubectl's exec plugin:
         command: connectctl
         args: [get-token, --issuer-url, https://login.microsoftonline.com/<tenant>/v2.0,
                --client-id, <public client app ID>, --scope, api://<server app>/.default]
-        interactiveMode: IfAvailable
+        interactiveMode: Never
 
-Tokens are cached per issuer, client and scope (mode 0600) and refreshed with
-the refresh token; only when that fails does it start a device-code login,
-whose instructions go to standard error.`,
+(connectctl kubeconfig NAME --entra writes this user from the settings of
+connectctl login --entra.) Tokens are cached per issuer, client and scope
+(mode 0600) and refreshed with the refresh token; only when that fails does it
+start a device-code login, whose instructions go to standard error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err := o.validate("get-token"); err != nil {
+				return err
+			}
+			tok, err := newEntraSource(*o, cmd.ErrOrStderr(), g.now).Token(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return writeExecCredential(cmd.OutOrStdout(), &clientauthv1.ExecCredentialStatus{Token: tok.AccessToken}, tok.Expiry)
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&o.issuerURL, "issuer-url", "", "OIDC issuer, e.g. https://login.microsoftonline.com/<tenant>/v2.0 (required)")
-	f.StringVar(&o.clientID, "client-id", "", "the public client application that signs in (required)")
-	f.StringSliceVar(&o.scopes, "scope", nil, "scopes to request, e.g. api://<server app>/.default (required; repeatable)")
-	f.StringVar(&o.issuerCAFile, "issuer-ca-file", "", "CA bundle to trust for the issuer, besides the system roots")
-	f.StringVar(&o.cacheDir, "cache-dir", defaultTokenCacheDir(), "token cache directory")
+	o.addFlags(c, true)
 	return c
 }
 
-func defaultTokenCacheDir() string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
+// addFlags adds the Entra login flags; required says so in their help.
+func (o *EntraConfig) addFlags(c *cobra.Command, required bool) {
+	req := ""
+	if required {
+		req = " (required)"
 	}
-	return filepath.Join(dir, "connectctl", "tokens")
+	f := c.Flags()
+	f.StringVar(&o.IssuerURL, "issuer-url", "", "OIDC issuer, e.g. https://login.microsoftonline.com/<tenant>/v2.0"+req)
+	f.StringVar(&o.ClientID, "client-id", "", "the public client application that signs in"+req)
+	f.StringSliceVar(&o.Scopes, "scope", nil, "scopes to request, e.g. api://<server app>/.default (repeatable)"+req)
+	f.StringVar(&o.IssuerCAFile, "issuer-ca-file", "", "CA bundle to trust for the issuer, besides the system roots")
+	f.StringVar(&o.CacheDir, "cache-dir", "", "token cache directory (default "+defaultTokenCacheDir()+")")
 }
 
-func (o *getTokenOptions) run(ctx context.Context, out, errOut io.Writer) error {
-	if o.issuerURL == "" || o.clientID == "" || len(o.scopes) == 0 {
-		return errors.New("get-token: --issuer-url, --client-id and --scope are required")
+func (o *EntraConfig) validate(what string) error {
+	if o.IssuerURL == "" || o.ClientID == "" || len(o.Scopes) == 0 {
+		return fmt.Errorf("%s: --issuer-url, --client-id and --scope are required", what)
 	}
-	hc, err := issuerClient(o.issuerCAFile)
+	return nil
+}
+
+// writeExecCredential prints st as a client.authentication.k8s.io/v1
+// ExecCredential that kubectl uses until exp.
+func writeExecCredential(w io.Writer, st *clientauthv1.ExecCredentialStatus, exp time.Time) error {
+	ts := metav1.NewTime(exp)
+	st.ExpirationTimestamp = &ts
+	return json.NewEncoder(w).Encode(clientauthv1.ExecCredential{
+		TypeMeta: metav1.TypeMeta{APIVersion: clientauthv1.SchemeGroupVersion.String(), Kind: "ExecCredential"},
+		Status:   st,
+	})
+}
+
+func defaultTokenCacheDir() string { return filepath.Join(cacheBase(), "tokens") }
+
+// entraSource hands out access tokens of one Entra login (issuer, client,
+// scopes): from memory, from its cache file, by a refresh-token grant, or by
+// a device-code login whose instructions go to prompt. It is safe for
+// concurrent use; a device-code login blocks the other callers.
+type entraSource struct {
+	cfg    EntraConfig
+	prompt io.Writer
+	now    func() time.Time
+	// minValid is how long a token must still be valid to be handed out;
+	// zero means tokenMinValidity.
+	minValid time.Duration
+
+	mu   sync.Mutex
+	last *oauth2.Token
+}
+
+// newEntraSource returns a source for cfg; nil now means time.Now.
+func newEntraSource(cfg EntraConfig, prompt io.Writer, now func() time.Time) *entraSource {
+	if now == nil {
+		now = time.Now
+	}
+	return &entraSource{cfg: cfg, prompt: prompt, now: now}
+}
+
+func (s *entraSource) valid(t *oauth2.Token) bool {
+	minValid := s.minValid
+	if minValid == 0 {
+		minValid = tokenMinValidity
+	}
+	return t != nil && t.AccessToken != "" && t.Expiry.Sub(s.now()) >= minValid
+}
+
+// Token returns an access token valid for at least minValid.
+func (s *entraSource) Token(ctx context.Context) (*oauth2.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.valid(s.last) {
+		return s.last, nil
+	}
+	hc, err := issuerClient(s.cfg.IssuerCAFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx = context.WithValue(oidc.ClientContext(ctx, hc), oauth2.HTTPClient, hc)
-	cachePath := filepath.Join(o.cacheDir, o.cacheKey()+".json")
-	tok, _ := readCachedToken(cachePath)
-	if tok == nil || tok.AccessToken == "" || time.Until(tok.Expiry) < tokenMinValidity {
-		if tok, err = o.fetch(ctx, tok, errOut); err != nil {
-			return err
+	path := s.cachePath()
+	tok, _ := readCachedToken(path)
+	if !s.valid(tok) {
+		if tok, err = s.fetch(ctx, tok); err != nil {
+			return nil, err
 		}
-		if err := writeCachedToken(cachePath, tok); err != nil {
-			fmt.Fprintf(errOut, "connectctl: could not cache the token (the next call signs in again): %v\n", err)
+		if err := writeCachedToken(path, tok); err != nil {
+			fmt.Fprintf(s.prompt, "connectctl: could not cache the token (the next call signs in again): %v\n", err)
 		}
 	}
-	exp := metav1.NewTime(tok.Expiry)
-	cred := clientauthv1.ExecCredential{
-		TypeMeta: metav1.TypeMeta{APIVersion: clientauthv1.SchemeGroupVersion.String(), Kind: "ExecCredential"},
-		Status:   &clientauthv1.ExecCredentialStatus{Token: tok.AccessToken, ExpirationTimestamp: &exp},
+	s.last = tok
+	return tok, nil
+}
+
+// SignIn signs in afresh with the device code, whatever the cache holds
+// (connectctl login: possibly as someone else), and caches the token.
+func (s *entraSource) SignIn(ctx context.Context) (*oauth2.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hc, err := issuerClient(s.cfg.IssuerCAFile)
+	if err != nil {
+		return nil, err
 	}
-	return json.NewEncoder(out).Encode(cred)
+	ctx = context.WithValue(oidc.ClientContext(ctx, hc), oauth2.HTTPClient, hc)
+	tok, err := s.fetch(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeCachedToken(s.cachePath(), tok); err != nil {
+		fmt.Fprintf(s.prompt, "connectctl: could not cache the token (the next call signs in again): %v\n", err)
+	}
+	s.last = tok
+	return tok, nil
+}
+
+func (s *entraSource) cachePath() string {
+	dir := s.cfg.CacheDir
+	if dir == "" {
+		dir = defaultTokenCacheDir()
+	}
+	return filepath.Join(dir, s.cfg.cacheKey()+".json")
 }
 
 // cacheKey names the cache file of this issuer, client and scope set.
-func (o *getTokenOptions) cacheKey() string {
-	h := sha256.Sum256([]byte(o.issuerURL + "\n" + o.clientID + "\n" + strings.Join(o.scopes, " ")))
+func (o *EntraConfig) cacheKey() string {
+	h := sha256.Sum256([]byte(o.IssuerURL + "\n" + o.ClientID + "\n" + strings.Join(o.Scopes, " ")))
 	return hex.EncodeToString(h[:12])
 }
 
 // fetch refreshes old if it has a refresh token, and signs in with the
 // device code otherwise (or if refreshing fails).
-func (o *getTokenOptions) fetch(ctx context.Context, old *oauth2.Token, errOut io.Writer) (*oauth2.Token, error) {
-	p, err := oidc.NewProvider(ctx, o.issuerURL)
+func (s *entraSource) fetch(ctx context.Context, old *oauth2.Token) (*oauth2.Token, error) {
+	o := &s.cfg
+	p, err := oidc.NewProvider(ctx, o.IssuerURL)
 	if err != nil {
-		return nil, fmt.Errorf("get-token: discover %s (check --issuer-url): %w", o.issuerURL, err)
+		return nil, fmt.Errorf("Entra sign-in: discover %s (check --issuer-url): %w", o.IssuerURL, err)
 	}
-	cfg := &oauth2.Config{ClientID: o.clientID, Endpoint: p.Endpoint(), Scopes: o.scopes}
+	cfg := &oauth2.Config{ClientID: o.ClientID, Endpoint: p.Endpoint(), Scopes: o.Scopes}
 	cfg.Endpoint.AuthStyle = oauth2.AuthStyleInParams // a public client: no secret
 	if old != nil && old.RefreshToken != "" {
-		old.Expiry = time.Now().Add(-time.Second) // force the refresh
+		old.Expiry = time.Now().Add(-time.Second) // force the refresh (oauth2 uses the real clock)
 		tok, err := cfg.TokenSource(ctx, old).Token()
 		if err == nil {
 			return tok, nil
 		}
-		fmt.Fprintf(errOut, "connectctl: refreshing the token failed, signing in again: %v\n", err)
+		fmt.Fprintf(s.prompt, "connectctl: refreshing the token failed, signing in again: %v\n", err)
 	}
 	if cfg.Endpoint.DeviceAuthURL == "" {
-		return nil, fmt.Errorf("get-token: issuer %s has no device_authorization_endpoint", o.issuerURL)
+		return nil, fmt.Errorf("Entra sign-in: issuer %s has no device_authorization_endpoint", o.IssuerURL)
 	}
 	da, err := cfg.DeviceAuth(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("get-token: start the device-code login: %w", err)
+		return nil, fmt.Errorf("Entra sign-in: start the device-code login: %w", err)
 	}
-	fmt.Fprintf(errOut, "To sign in, use a web browser to open the page %s and enter the code %s to authenticate.\n", da.VerificationURI, da.UserCode)
+	fmt.Fprintf(s.prompt, "To sign in, use a web browser to open the page %s and enter the code %s to authenticate.\n", da.VerificationURI, da.UserCode)
 	tok, err := cfg.DeviceAccessToken(ctx, da)
 	if err != nil {
-		return nil, fmt.Errorf("get-token: device-code login: %w", err)
+		return nil, fmt.Errorf("Entra sign-in: device-code login: %w", err)
 	}
 	return tok, nil
 }
@@ -177,14 +261,20 @@ func readCachedToken(path string) (*oauth2.Token, error) {
 
 // writeCachedToken writes atomically with owner-only permissions.
 func writeCachedToken(path string, t *oauth2.Token) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	b, err := json.Marshal(cachedToken{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, Expiry: t.Expiry})
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".token-*")
+	return writePrivate(path, b)
+}
+
+// writePrivate writes b to path atomically (a temporary file renamed over
+// it) with owner-only permissions, making the directory (0700) if needed.
+func writePrivate(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
 	}

@@ -159,10 +159,13 @@ func TestGetTokenDenied(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.crt")
 	os.WriteFile(ca, iss.CAPEM, 0o600)
-	o := &getTokenOptions{issuerURL: iss.V2Issuer("t"), clientID: "cli", scopes: []string{"api://x/.default"}, issuerCAFile: ca, cacheDir: dir}
+	o := EntraConfig{IssuerURL: iss.V2Issuer("t"), ClientID: "cli", Scopes: []string{"api://x/.default"}, IssuerCAFile: ca, CacheDir: dir}
 	stderr := &syncBuffer{ch: make(chan struct{}, 1)}
 	errc := make(chan error, 1)
-	go func() { errc <- o.run(t.Context(), &bytes.Buffer{}, stderr) }()
+	go func() {
+		_, err := newEntraSource(o, stderr, nil).Token(t.Context())
+		errc <- err
+	}()
 	for {
 		select {
 		case err := <-errc:

@@ -193,7 +193,9 @@ func (a *Authorizer) authorize(ctx context.Context, spec *authzv1.SubjectAccessR
 	}
 	a.cfg.Metrics.relayCall("ok", took)
 	rd, _ := checkaccess.DecisionFor(resp, action.Name) // Check guarantees it is there
-	d := cache.Decision{Allowed: rd.Allowed, Reason: rd.Reason}
+	// A time-bound assignment behind the decision ends it: not cached past
+	// then.
+	d := cache.Decision{Allowed: rd.Allowed, Reason: rd.Reason, ValidUntil: resp.ValidUntil}
 	a.cfg.Cache.Put(key, d)
 	return status(action, d), SourceRelay
 }

@@ -28,10 +28,11 @@ const p = api.ActionPrefix
 type fakeRelay struct {
 	ts *httptest.Server
 
-	mu      sync.Mutex
-	allowed map[string]bool // principal|action|namespace
-	code    int             // non-zero: answer with this status
-	calls   []api.CheckAccessRequest
+	mu         sync.Mutex
+	allowed    map[string]bool // principal|action|namespace
+	code       int             // non-zero: answer with this status
+	validUntil time.Time       // the answers' ValidUntil
+	calls      []api.CheckAccessRequest
 }
 
 func newFakeRelay(t *testing.T) *fakeRelay {
@@ -76,7 +77,7 @@ func (f *fakeRelay) serve(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, f.code, "relay says no")
 		return
 	}
-	var resp api.CheckAccessResponse
+	resp := api.CheckAccessResponse{ValidUntil: f.validUntil}
 	for _, a := range req.Actions {
 		d := api.Decision{Action: a, Reason: "no role assignment allows " + a}
 		for _, pr := range append([]string{req.Subject.OID}, req.Subject.Groups...) {
@@ -265,6 +266,33 @@ func TestRelayDecidesAndIsCached(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(e.metrics.relay); n != 3 {
 		t.Errorf("relay histogram series %d", n)
+	}
+}
+
+// An allow resting on a time-bound assignment is cached until the
+// assignment expires (the relay's ValidUntil), not for the whole TTL.
+func TestCachedAllowEndsWithValidUntil(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := t.Context()
+	e.relay.allow("oid-a", p+"pods/read", "ns")
+	e.relay.mu.Lock()
+	e.relay.validUntil = e.clk.now().Add(20 * time.Second)
+	e.relay.mu.Unlock()
+	spec := sar("alice", "oid-a", nil, getPods("ns"))
+	want(t, e.a.Authorize(ctx, spec), true, false, "Viewer")
+	e.clk.advance(20*time.Second - time.Nanosecond)
+	want(t, e.a.Authorize(ctx, spec), true, false, "Viewer")
+	if n := e.relay.numCalls(); n != 1 {
+		t.Fatalf("relay calls %d before ValidUntil, want 1", n)
+	}
+	// The assignment expired: the relay is asked again, and now denies.
+	e.relay.mu.Lock()
+	e.relay.allowed = map[string]bool{}
+	e.relay.mu.Unlock()
+	e.clk.advance(time.Nanosecond)
+	want(t, e.a.Authorize(ctx, spec), false, true, "no role assignment")
+	if n := e.relay.numCalls(); n != 2 {
+		t.Errorf("relay calls %d, want 2: the cached allow outlived ValidUntil", n)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/guard/apiserverconfig"
 	"github.com/clusterconnect/clusterconnect/guard/authz"
 	"github.com/clusterconnect/clusterconnect/guard/cache"
 	"github.com/clusterconnect/clusterconnect/guard/checkaccess"
@@ -35,10 +36,16 @@ type Options struct {
 	// (reloaded when they change); the apiserver verifies them by the CA
 	// in the webhook kubeconfig.
 	TLSCertFile, TLSKeyFile string
-	// WebhookClientCAFile, when set, makes guard require client
-	// certificates signed by it (the apiserver's, from the webhook
-	// kubeconfigs).
+	// WebhookClientCAFile is the CA whose client certificates guard
+	// requires on the webhooks: the apiserver's, from the webhook
+	// kubeconfigs (`guard config` makes one and writes its CA). Required
+	// unless AllowAnonymousWebhookClients.
 	WebhookClientCAFile string
+	// AllowAnonymousWebhookClients serves the webhooks to any client, with
+	// or without a certificate (logged as a warning at start): anyone who
+	// reaches Listen could then test tokens against TokenReview and make
+	// guard ask the relay, with the cluster's certificate, about any user.
+	AllowAnonymousWebhookClients bool
 
 	// Token configures token verification as in kube-aad-proxy (the same
 	// flags); Tenants and Audiences are required unless DisableAuthn.
@@ -101,7 +108,8 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "plain HTTP address for /healthz, /readyz and /metrics (empty: off)")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "serving certificate (PEM; reloaded when it changes)")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "serving key (PEM)")
-	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", o.WebhookClientCAFile, "require client certificates signed by this CA on the webhooks (the apiserver's)")
+	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", o.WebhookClientCAFile, "CA of the client certificate the webhooks require: the apiserver's (guard config writes "+apiserverconfig.ClientCAFile+"); required unless --allow-anonymous-webhook-clients")
+	fs.BoolVar(&o.AllowAnonymousWebhookClients, "allow-anonymous-webhook-clients", o.AllowAnonymousWebhookClients, "serve the webhooks to clients without a verified certificate (not recommended: anyone who reaches --listen may call them)")
 
 	o.Token.Flags(fs)
 	fs.BoolVar(&o.DisableAuthn, "disable-authn", o.DisableAuthn, "serve only the authorization webhook")
@@ -149,6 +157,13 @@ func (o *Options) Validate() error {
 	}
 	if o.TLSCertFile == "" || o.TLSKeyFile == "" {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (the apiserver calls the webhooks over TLS)"))
+	}
+	switch {
+	case o.WebhookClientCAFile == "" && !o.AllowAnonymousWebhookClients:
+		errs = append(errs, errors.New("--webhook-client-ca-file is required: the CA of the apiserver's client certificate, which `guard config` writes as "+
+			apiserverconfig.ClientCAFile+" (or --allow-anonymous-webhook-clients to serve any client, not recommended)"))
+	case o.WebhookClientCAFile != "" && o.AllowAnonymousWebhookClients:
+		errs = append(errs, errors.New("--webhook-client-ca-file and --allow-anonymous-webhook-clients exclude each other"))
 	}
 	if !o.DisableAuthn {
 		errs = append(errs, o.Token.Validate(" (or --disable-authn)")...)

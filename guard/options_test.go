@@ -49,16 +49,30 @@ func parse(t *testing.T, args ...string) *Options {
 	return o
 }
 
-var required = []string{"--tls-cert-file=s.crt", "--tls-key-file=s.key", "--tenant=t", "--audience=a",
+var required = []string{"--tls-cert-file=s.crt", "--tls-key-file=s.key", "--webhook-client-ca-file=apiserver-client-ca.crt", "--tenant=t", "--audience=a",
 	"--relay-url=https://relay.example:8443", "--client-cert-file=tls.crt", "--client-key-file=tls.key"}
 
 func TestValidate(t *testing.T) {
 	if err := parse(t, required...).Validate(); err != nil {
 		t.Fatalf("minimal flags: %v", err)
 	}
-	if err := parse(t, "--tls-cert-file=s.crt", "--tls-key-file=s.key", "--disable-authn",
+	if err := parse(t, "--tls-cert-file=s.crt", "--tls-key-file=s.key", "--webhook-client-ca-file=ca.crt", "--disable-authn",
 		"--relay-url=https://r", "--client-cert-file=c", "--client-key-file=k").Validate(); err != nil {
 		t.Errorf("authz only: %v", err)
+	}
+	// The apiserver's client certificate is required unless opted out of.
+	var noCA []string
+	for _, a := range required {
+		if !strings.HasPrefix(a, "--webhook-client-ca-file=") {
+			noCA = append(noCA, a)
+		}
+	}
+	if err := parse(t, noCA...).Validate(); err == nil || !strings.Contains(err.Error(), "--webhook-client-ca-file is required") ||
+		!strings.Contains(err.Error(), "apiserver-client-ca.crt") {
+		t.Errorf("without --webhook-client-ca-file: %v", err)
+	}
+	if err := parse(t, append(noCA, "--allow-anonymous-webhook-clients")...).Validate(); err != nil {
+		t.Errorf("--allow-anonymous-webhook-clients: %v", err)
 	}
 	for _, tc := range []struct {
 		args []string
@@ -77,6 +91,7 @@ func TestValidate(t *testing.T) {
 		{[]string{"--listen=8443"}, "--listen"},
 		{[]string{"--issuer-url=http://x"}, "--issuer-url"},
 		{[]string{"--log-level=loud"}, "--log-level"},
+		{[]string{"--allow-anonymous-webhook-clients"}, "exclude each other"},
 	} {
 		args := tc.args
 		if tc.args != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -34,12 +35,18 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 		return fmt.Errorf("serving certificate: %w", err)
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serving.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
-	if o.WebhookClientCAFile != "" {
+	switch {
+	case o.WebhookClientCAFile != "":
 		pool, err := loadPool(o.WebhookClientCAFile)
 		if err != nil {
 			return fmt.Errorf("--webhook-client-ca-file: %w", err)
 		}
 		tlsCfg.ClientCAs, tlsCfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	case o.AllowAnonymousWebhookClients:
+		log.Warn("the webhooks accept clients without a certificate (--allow-anonymous-webhook-clients): anyone who reaches " + o.Listen +
+			" can test tokens and make guard ask the relay about any user; give the apiserver's client CA with --webhook-client-ca-file")
+	default:
+		return errors.New("--webhook-client-ca-file is required (or --allow-anonymous-webhook-clients)")
 	}
 
 	client, err := checkaccess.New(&checkaccess.Config{
@@ -80,7 +87,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr, hea
 	}
 
 	hs := &http.Server{
-		Handler:           handler,
+		Handler:           handler, // reviews' bodies are bounded by its BodyTimeout
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
 	"github.com/clusterconnect/clusterconnect/pkg/entra"
+	"github.com/clusterconnect/clusterconnect/pkg/serve"
 )
 
 // Webhook paths.
@@ -39,12 +41,21 @@ type Config struct {
 	Metrics *Metrics
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// BodyTimeout bounds reading a review's body (up to MaxReviewBytes),
+	// so that a client trickling one cannot hold a connection; zero means
+	// DefaultBodyTimeout. A body not read in time is answered 408.
+	BodyTimeout time.Duration
 }
+
+// DefaultBodyTimeout is Config.BodyTimeout's default: the apiserver sends a
+// review at once, and waits for the answer at most 30 s.
+const DefaultBodyTimeout = 10 * time.Second
 
 // Handler serves POST /tokenreviews and POST /subjectaccessreviews.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg     Config
+	mux     *http.ServeMux
+	handler http.Handler // mux, with the body deadline
 }
 
 // NewHandler returns the webhook handler.
@@ -60,19 +71,30 @@ func NewHandler(cfg Config) (*Handler, error) {
 		h.mux.HandleFunc("POST "+TokenReviewPath, h.tokenReview)
 	}
 	h.mux.HandleFunc("POST "+SubjectAccessReviewPath, h.subjectAccessReview)
+	if cfg.BodyTimeout == 0 {
+		h.cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	h.handler = serve.BodyDeadline(h.mux, h.cfg.BodyTimeout)
 	return h, nil
 }
 
 // ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.handler.ServeHTTP(w, r) }
 
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxReviewBytes))
-	if err != nil {
-		apistatus.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("review body unreadable or over %d bytes: %v", MaxReviewBytes, err))
-		return nil, false
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return b, true
+	case serve.IsTimeout(err):
+		apistatus.Error(w, http.StatusRequestTimeout, fmt.Sprintf("review body not received within %s", h.cfg.BodyTimeout))
+	case errors.As(err, &tooLarge):
+		apistatus.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("review body over %d bytes", MaxReviewBytes))
+	default:
+		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("review body unreadable: %v", err))
 	}
-	return b, true
+	return nil, false
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -86,7 +108,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
-	b, ok := readBody(w, r)
+	b, ok := h.readBody(w, r)
 	if !ok {
 		return
 	}
@@ -131,7 +153,7 @@ func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) subjectAccessReview(w http.ResponseWriter, r *http.Request) {
-	b, ok := readBody(w, r)
+	b, ok := h.readBody(w, r)
 	if !ok {
 		return
 	}

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -212,6 +213,36 @@ func TestBadReviews(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: HTTP %d", resp.StatusCode)
+	}
+}
+
+// A client that trickles a review's body is answered 408 once the body
+// timeout passes, instead of holding the connection and a handler.
+func TestTrickledReviewTimesOut(t *testing.T) {
+	e := newEnv(t, nil)
+	h, err := NewHandler(Config{Authorizer: e.a, BodyTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewTLSServer(h)
+	defer ts.Close()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte(`{"apiVersion":`))
+	// Without the timeout nothing would answer: give up then (the
+	// transport waits for the body, so end that too).
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+SubjectAccessReviewPath, pr)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatalf("trickled review: %v, want a 408 before the client gives up", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "not received within 100ms") {
+		t.Errorf("trickled review: HTTP %d %s", resp.StatusCode, b)
 	}
 }
 

@@ -23,11 +23,15 @@ guard_health_port="${DEMO_GUARD_HEALTH_PORT:-18448}"
 aad_audience="api://clusterconnect-demo"
 pod_port="${DEMO_POD_PORT:-18449}"         # the demo Pod's HTTP page (the test kubelet forwards to 127.0.0.1:<port>)
 forward_port="${DEMO_FORWARD_PORT:-18450}" # the local end of the printed kubectl port-forward
+relay_health_port="${DEMO_RELAY_HEALTH_PORT:-18451}" # the relay's /readyz and /metrics (loopback only)
 pod_log_every=3s                           # how often the demo Pod logs a line
 # connectctl's config for the demo relay: the demo's own file, never the
 # user's ~/.config/connectctl/config.yaml. Every connectctl call names it.
 cc_config="$state/connectctl.yaml"
 cc=("$bin/connectctl" --config "$cc_config")
+# The demo's Entra user signs in to the relay with its own connectctl config.
+cce_config="$state/connectctl-entra.yaml"
+cce=("$bin/connectctl" --config "$cce_config")
 
 stop_pid() { # name
 	local f="$state/$1.pid"
@@ -139,8 +143,13 @@ YAML
 	wait_for "kube-aad-proxy" 30 grep -q "kube-aad-proxy listening" "$state/kube-aad-proxy.log"
 
 	echo "==> starting the relay on $relay_url"
+	# The relay verifies Entra tokens itself (the same issuer, tenant and
+	# audience as kube-aad-proxy) and records every request in its audit log.
 	start_bg relay "$state/relay.log" "$bin/relay" --listen "127.0.0.1:$relay_port" \
-		--data-dir "$state/relay" --external-url "$relay_url"
+		--health-listen "127.0.0.1:$relay_health_port" \
+		--data-dir "$state/relay" --external-url "$relay_url" --audit-log "$state/relay-audit.log" \
+		--issuer-url "$ISSUER_URL" --v1-issuer-url "$ISSUER_V1_URL" --issuer-ca-file "$ISSUER_CA" \
+		--tenant "$TENANT" --audience "$aad_audience"
 	wait_for "relay" 30 test -f "$state/relay/admin-token"
 	wait_for "relay" 30 "${cc[@]}" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --token-file "$state/relay/admin-token"
 
@@ -166,7 +175,8 @@ YAML
 		--issuer-url "$ISSUER_URL" --v1-issuer-url "$ISSUER_V1_URL" --issuer-ca-file "$ISSUER_CA" \
 		--tenant "$TENANT" --audience "$aad_audience" --relay-url "$relay_url" \
 		--client-cert-file "$state/guard/identity/tls.crt" --client-key-file "$state/guard/identity/tls.key" \
-		--relay-ca-file "$state/relay/ca.crt" --denied-ttl 5s
+		--relay-ca-file "$state/relay/ca.crt" --denied-ttl 5s \
+		--webhook-client-ca-file "$state/guard/apiserver-client-ca.crt"
 	wait_for "guard" 30 grep -q "guard listening" "$state/guard.log"
 	echo "==> an Azure-RBAC-style assignment: the Entra demo user is Viewer of cluster '$cluster_name'"
 	"${cc[@]}" role assign --assignee "$USER_OID" --role Viewer --cluster "$cluster_name" >/dev/null
@@ -176,24 +186,28 @@ YAML
 	"${admin[@]}" create clusterrolebinding demo-admin --clusterrole=cluster-admin --serviceaccount=kube-system:demo-admin >/dev/null
 	token="$("${admin[@]}" -n kube-system create token demo-admin --duration=24h)"
 
+	echo "==> token mode: the service-account token for the apiserver, and beside it a relay client certificate"
+	echo "    (connectctl kube-credential, the kubeconfig's exec plugin, gets it with the demo's admin login)"
 	"${cc[@]}" kubeconfig "$cluster_name" --token "$token" --file "$state/kubeconfig" >/dev/null
 
-	echo "==> an Entra-style kubeconfig: connectctl get-token signs in with the device code (auto-approved"
-	echo "    by the local issuer as dev@contoso.example); kube-aad-proxy impersonates, guard authorizes"
-	"${cc[@]}" kubeconfig "$cluster_name" --file "$state/kubeconfig-entra" >/dev/null
-	entra_user="$(kubectl config --kubeconfig "$state/kubeconfig-entra" view -o jsonpath='{.contexts[0].context.user}')"
-	kubectl config --kubeconfig "$state/kubeconfig-entra" set-credentials "$entra_user" --token= \
-		--exec-api-version client.authentication.k8s.io/v1 --exec-command "$bin/connectctl" \
-		--exec-arg=get-token --exec-arg=--issuer-url --exec-arg="$ISSUER_URL/$TENANT/v2.0" \
-		--exec-arg=--client-id --exec-arg=connectctl-demo --exec-arg=--scope --exec-arg="$aad_audience/.default" \
-		--exec-arg=--issuer-ca-file --exec-arg="$ISSUER_CA" --exec-arg=--cache-dir --exec-arg="$state/aad/token-cache" \
-		--exec-interactive-mode Never >/dev/null
+	echo "==> Entra mode: the demo user signs in to the relay with the device code (auto-approved by the local"
+	echo "    issuer as dev@contoso.example); the relay admits it by its Viewer assignment, kube-aad-proxy"
+	echo "    impersonates, guard authorizes"
+	"${cce[@]}" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --entra \
+		--issuer-url "$ISSUER_URL/$TENANT/v2.0" --client-id connectctl-demo --scope "$aad_audience/.default" \
+		--issuer-ca-file "$ISSUER_CA" --cache-dir "$state/aad/token-cache" >/dev/null 2>&1
+	"${cce[@]}" kubeconfig "$cluster_name" --entra --file "$state/kubeconfig-entra" >/dev/null
 	"${cc[@]}" list
 	kc="$state/kubeconfig"
 	cat <<MSG
 
 The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-aad-proxy -> kube-apiserver.
-Relay-issued kubeconfig (service-account token, passed through by kube-aad-proxy): $state/kubeconfig
+The relay admits nobody without a relay identity:
+
+  curl -sk $relay_url/clusters/$cluster_name/version     # 401 from the relay, no stream opened
+
+Token mode — relay-issued kubeconfig $state/kubeconfig: a cluster-admin service-account token for the
+apiserver (kube-aad-proxy passes it through), plus a relay client certificate from connectctl kube-credential.
 Try:
 
   kubectl --kubeconfig $kc get ns
@@ -213,14 +227,18 @@ The relay's side, with connectctl (the demo logged in to its own config file, $c
 
   $bin/connectctl --config $cc_config list
   $bin/connectctl --config $cc_config show $cluster_name
+  $bin/connectctl --config $cc_config audit --cluster $cluster_name --since 10m   # who did what, through the relay
+  $bin/connectctl --config $cc_config tokens create --name ci --role Reader --expires 24h
 
-The same cluster as an Entra user (connectctl get-token as exec plugin; kube-aad-proxy impersonates; guard
+Entra mode — the same cluster as an Entra user, kubeconfig $state/kubeconfig-entra (connectctl get-token as exec
+plugin; the relay verifies the token and admits the user by its role assignment; kube-aad-proxy impersonates; guard
 authorizes from the relay's role assignments — the user is Viewer):
 
   kubectl --kubeconfig $state/kubeconfig-entra auth whoami
   kubectl --kubeconfig $state/kubeconfig-entra get pods -A          # allowed: Viewer reads pods
   kubectl --kubeconfig $state/kubeconfig-entra get secrets -A       # forbidden: Viewer does not read secrets
-  $bin/connectctl --config $cc_config role assign --assignee $USER_OID --role Writer --cluster $cluster_name   # secrets work ~10 s later (caches)
+  $bin/connectctl --config $cc_config role assign --assignee $USER_OID --role Writer --cluster $cluster_name --expires 1h   # secrets work ~10 s later (caches), for an hour
+  $bin/connectctl --config $cce_config whoami
 
 Logs are in $state/*.log; stop everything with: make demo-down
 MSG

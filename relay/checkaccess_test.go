@@ -121,3 +121,19 @@ func TestCheckAccess(t *testing.T) {
 		t.Errorf("assignments after cluster delete: %s", b)
 	}
 }
+
+// A user in the most groups checkAccess accepts (5 000 Entra object IDs,
+// ~190 KB of JSON) gets a decision, not 400: guard would cache that as deny.
+func TestCheckAccessWithMaxGroups(t *testing.T) {
+	e := newEnv(t)
+	id := e.identity("c")
+	groups := make([]string, api.MaxCheckAccessGroups)
+	for i := range groups {
+		groups[i] = fmt.Sprintf("%08d-0000-4000-8000-%012d", i, i)
+	}
+	e.assign("Viewer", groups[len(groups)-1], "Group", "c", "")
+	code, ds := e.checkAccess(id, "user-many-groups", groups, "default", api.ActionPrefix+"pods/read")
+	if code != 200 || len(ds) != 1 || !ds[0].Allowed {
+		t.Fatalf("checkAccess with %d groups: %d %v", len(groups), code, ds)
+	}
+}

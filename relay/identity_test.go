@@ -17,10 +17,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay"
+	"github.com/clusterconnect/clusterconnect/relay/agentapi"
+	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
 // dialTunnel tries one tunnel connection for cluster with tlsCfg and returns
@@ -198,7 +202,7 @@ func TestRenewAndExpiry(t *testing.T) {
 		t.Fatal("renewed certificate is not for the new key")
 	}
 	// Without a certificate renew is refused.
-	resp, _ = e.ts.Client().Post(e.ts.URL+"/agent/v1/renew", "application/json", strings.NewReader(string(body)))
+	resp, _ = e.client().Post(e.ts.URL+"/agent/v1/renew", "application/json", strings.NewReader(string(body)))
 	if code, reason, _ := status(t, resp); code != 401 || reason != "NoCertificate" {
 		t.Fatalf("renew without a certificate: %d %s", code, reason)
 	}
@@ -213,5 +217,59 @@ func TestRenewAndExpiry(t *testing.T) {
 	json.Unmarshal(b, &v)
 	if v.Properties.ConnectivityStatus != "Expired" {
 		t.Fatalf("status after expiry = %q", v.Properties.ConnectivityStatus)
+	}
+}
+
+// reregisteringAuth authenticates like the relay does and, the first time
+// a tunnel authenticates, re-registers its cluster before the tunnel joins
+// the pool: the race between a connect and a re-registration.
+type reregisteringAuth struct {
+	inner   agentapi.CertAuthenticator
+	once    sync.Once
+	during  func()
+	refused chan struct{} // a tunnel connect was refused
+}
+
+func (a *reregisteringAuth) AuthenticateAgent(ctx context.Context, r *http.Request, c *store.Cluster) (time.Time, error) {
+	exp, err := a.inner.AuthenticateAgent(ctx, r, c)
+	if strings.HasSuffix(r.URL.Path, "/tunnel") {
+		if err == nil {
+			a.once.Do(a.during)
+		} else {
+			select {
+			case a.refused <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return exp, err
+}
+
+// A tunnel that authenticated just before its cluster registered again
+// (which revokes the older certificates) is closed once it is in the pool,
+// rather than serving with a revoked certificate until it expires.
+func TestTunnelRacingReregistrationIsClosed(t *testing.T) {
+	auth := &reregisteringAuth{refused: make(chan struct{}, 1)}
+	e := newEnvConfig(t, relay.Config{Tunnel: testTunnel(), Agents: auth})
+	auth.inner = agentapi.CertAuthenticator{CA: e.ca, Now: e.clock}
+	id := e.identity("r1")
+	auth.during = func() {
+		_, b := e.api("POST", "/api/v1/clusters/r1/registration-token", "")
+		var v api.ConnectedCluster
+		json.Unmarshal(b, &v)
+		if code, msg, _ := e.enroll("r1", v.RegistrationToken); code != 200 {
+			t.Errorf("re-enrol: %d %s", code, msg)
+		}
+	}
+	e.agent("r1", id, upstream(t, http.NotFoundHandler()).URL, 1)
+	// The agent redials only once its tunnel is closed; the redial, with the
+	// revoked certificate, is refused.
+	select {
+	case <-auth.refused:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the tunnel with the revoked certificate is still up (%d tunnels)", e.srv.Connected("r1"))
+	}
+	if n := e.srv.Connected("r1"); n != 0 {
+		t.Fatalf("%d tunnels with a revoked certificate", n)
 	}
 }

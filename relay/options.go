@@ -11,9 +11,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay/limits"
 )
+
+// HostSuffix is the cluster host suffix in effect: the flag, or derived
+// from the external URL; "" when off.
+func (o *Options) HostSuffix() string {
+	switch o.ClusterHostSuffix {
+	case "-":
+		return ""
+	case "":
+		u, err := url.Parse(o.ExternalURL)
+		if err != nil || net.ParseIP(u.Hostname()) != nil || !strings.Contains(u.Hostname(), ".") {
+			return "clusters.relay.internal"
+		}
+		return "clusters." + u.Hostname()
+	}
+	return strings.ToLower(o.ClusterHostSuffix)
+}
 
 // Options are the relay command's settings. The zero value is not valid;
 // start from NewOptions.
@@ -53,6 +71,27 @@ type Options struct {
 	KeepAliveTimeout  time.Duration
 	// ShutdownTimeout bounds the drain of tunnels and requests on SIGTERM.
 	ShutdownTimeout time.Duration
+	// HealthListen is the plain HTTP address of /readyz and /metrics, apart
+	// from the internet-facing listener (which keeps only /healthz).
+	HealthListen string
+	// Entra verifies users' Entra ID access tokens (data path and management
+	// API); off unless a tenant is given.
+	Entra entra.Options
+	// ClusterHostSuffix names clusters by host: <cluster>.<suffix> as the TLS
+	// server name (kubeconfigs set tls-server-name; no DNS needed). Empty
+	// means clusters.<external host> (clusters.relay.internal for an IP);
+	// "-" turns it off (kubeconfigs then use /clusters/<name>).
+	ClusterHostSuffix string
+	// ClientCertLifetime of relay client certificates (token mode).
+	ClientCertLifetime time.Duration
+	// AuditLog is the audit log file ("-" = standard output; empty = kept
+	// in memory only, for connectctl audit).
+	AuditLog string
+	// KEKFile holds the key-encryption key that seals the cluster CA's key
+	// in the store; empty means $RELAY_KEK, else <data-dir>/kek (generated).
+	KEKFile string
+	// Limits per caller and per cluster on the data path.
+	Limits limits.Config
 	// Log selects the log level and format.
 	Log logging.Options
 }
@@ -72,6 +111,10 @@ func NewOptions() *Options {
 		KeepAliveInterval:    tunnel.DefaultKeepAliveInterval,
 		KeepAliveTimeout:     tunnel.DefaultKeepAliveTimeout,
 		ShutdownTimeout:      15 * time.Second,
+		HealthListen:         "127.0.0.1:8444",
+		Entra:                entra.DefaultOptions(),
+		ClientCertLifetime:   time.Hour,
+		Limits:               limits.Defaults(),
 		Log:                  logging.Defaults(),
 	}
 }
@@ -100,6 +143,13 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
 	fs.DurationVar(&o.KeepAliveTimeout, "keepalive-timeout", o.KeepAliveTimeout, "time without a ping answer or write progress before a tunnel is declared dead")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
+	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "plain HTTP address for /readyz and /metrics (keep it off the internet-facing network)")
+	o.Entra.Flags(fs)
+	fs.StringVar(&o.ClusterHostSuffix, "cluster-host-suffix", o.ClusterHostSuffix, "name clusters by TLS server name <cluster>.<suffix> in issued kubeconfigs (default clusters.<external host>; - for path-style /clusters/<name> only)")
+	fs.DurationVar(&o.ClientCertLifetime, "client-cert-lifetime", o.ClientCertLifetime, "lifetime of relay client certificates (token mode)")
+	fs.StringVar(&o.AuditLog, "audit-log", o.AuditLog, "append the audit log (JSON lines) to this file; - for standard output")
+	fs.StringVar(&o.KEKFile, "kek-file", o.KEKFile, "key-encryption key sealing the cluster CA key in the store (default $RELAY_KEK, else <data-dir>/kek, generated)")
+	o.Limits.Flags(fs)
 	o.Log.Flags(fs)
 }
 
@@ -147,6 +197,18 @@ func (o *Options) Validate() error {
 	}
 	if o.KeepAliveInterval <= 0 || o.KeepAliveTimeout <= 0 {
 		errs = append(errs, errors.New("--keepalive-interval and --keepalive-timeout must be positive"))
+	}
+	if len(o.Entra.Tenants) > 0 || len(o.Entra.Audiences) > 0 {
+		errs = append(errs, o.Entra.Validate(" (or give neither --tenant nor --audience to turn Entra sign-in off)")...)
+	}
+	if o.ClientCertLifetime < time.Minute || o.ClientCertLifetime > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--client-cert-lifetime %s: want 1m to 24h", o.ClientCertLifetime))
+	}
+	if s := o.ClusterHostSuffix; s != "" && s != "-" && (strings.HasPrefix(s, ".") || strings.HasPrefix(s, "*") || net.ParseIP(s) != nil) {
+		errs = append(errs, fmt.Errorf("--cluster-host-suffix %q: want a DNS suffix such as clusters.relay.example", s))
+	}
+	if err := o.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := o.Log.Validate(); err != nil {
 		errs = append(errs, err)

@@ -44,6 +44,8 @@ type env struct {
 	ts    *httptest.Server
 	caPEM []byte
 	dir   string
+	ca    *clusterca.CA
+	st    store.Store
 	now   atomic.Pointer[time.Time] // the relay's clock; nil means real time
 }
 
@@ -71,6 +73,15 @@ func newEnvWith(t *testing.T, offlineAfter time.Duration) *env {
 // newEnvTunnel also sets the relay's side of the tunnels.
 func newEnvTunnel(t *testing.T, offlineAfter time.Duration, tc *tunnel.Config) *env {
 	t.Helper()
+	return newEnvConfig(t, relay.Config{OfflineAfter: offlineAfter, Tunnel: tc})
+}
+
+// newEnvConfig starts a relay with cfg plus the test's store, URL, CA,
+// admin token, clock and logger. ts.Client() presents the admin's relay
+// client certificate, as connectctl kube-credential would: the data path
+// admits it (the admin is an Owner).
+func newEnvConfig(t *testing.T, cfg relay.Config) *env {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenBolt(filepath.Join(dir, "relay.db"))
 	if err != nil {
@@ -90,22 +101,18 @@ func newEnvTunnel(t *testing.T, offlineAfter time.Duration, tc *tunnel.Config) *
 		t.Fatal(err)
 	}
 	e.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
-	srv, err := relay.New(relay.Config{
-		Store:        st,
-		ExternalURL:  ts.URL,
-		CAPEM:        e.caPEM,
-		AdminToken:   adminToken,
-		ClusterCA:    ca,
-		Now:          e.clock,
-		OfflineAfter: offlineAfter,
-		Tunnel:       tc,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	cfg.Store, cfg.ExternalURL, cfg.CAPEM, cfg.AdminToken, cfg.ClusterCA, cfg.Now = st, ts.URL, e.caPEM, adminToken, ca, e.clock
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := relay.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts.Config.Handler = srv
-	e.srv, e.ts = srv, ts
+	e.srv, e.ts, e.ca, e.st = srv, ts, ca, st
+	ts.Client().Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{
+		e.principalCert(api.Principal{Kind: api.PrincipalKindAdmin, ID: "admin", Name: "admin"}, 365*24*time.Hour)}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -114,6 +121,35 @@ func newEnvTunnel(t *testing.T, offlineAfter time.Duration, tc *tunnel.Config) *
 		st.Close()
 	})
 	return e
+}
+
+// principalCert is a relay client certificate for p, as the management
+// API's client certificate call issues.
+func (e *env) principalCert(p api.Principal, lifetime time.Duration) tls.Certificate {
+	e.t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	csr, _ := x509.ParseCertificateRequest(der)
+	certPEM, _, err := e.ca.IssuePrincipal(csr, p, e.clock(), lifetime)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pair
+}
+
+// client is an HTTP client of the relay presenting certs (none: anonymous).
+func (e *env) client(certs ...tls.Certificate) *http.Client {
+	e.t.Helper()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(e.caPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}, ForceAttemptHTTP2: true}
+	e.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
 func (e *env) api(method, path, body string) (int, []byte) {

@@ -5,20 +5,26 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/keypair"
 	"github.com/clusterconnect/clusterconnect/pkg/serve"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay/audit"
+	"github.com/clusterconnect/clusterconnect/relay/authn"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
+	"github.com/clusterconnect/clusterconnect/relay/kek"
 	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
@@ -32,7 +38,11 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	}
 	certFile, keyFile, caFile := o.TLSCertFile, o.TLSKeyFile, o.CAFile
 	if certFile == "" {
-		f, err := certs.EnsureDev(o.DataDir, o.Hostnames)
+		hosts := o.Hostnames
+		if sfx := o.HostSuffix(); sfx != "" {
+			hosts = append(slices.Clone(hosts), "*."+sfx)
+		}
+		f, err := certs.EnsureDev(o.DataDir, hosts)
 		if err != nil {
 			return err
 		}
@@ -63,15 +73,42 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	}
 	defer st.Close()
 
-	ca, err := loadClusterCA(ctx, o, st)
+	ca, err := loadClusterCA(ctx, o, st, log)
 	if err != nil {
 		return err
+	}
+	var verifier authn.Verifier
+	if len(o.Entra.Tenants) > 0 {
+		v, err := o.Entra.Start(ctx, &entra.StartConfig{Logger: log})
+		if err != nil {
+			return fmt.Errorf("Entra sign-in: %w", err)
+		}
+		verifier = v
+		log.Info("Entra sign-in on", "tenants", o.Entra.Tenants, "audiences", o.Entra.Audiences)
+	}
+	auditOut, err := openAudit(o.AuditLog)
+	if err != nil {
+		return err
+	}
+	if auditOut != nil {
+		defer auditOut.Close()
+	}
+	auditLog := audit.New(audit.Config{Writer: auditOut, Logger: log})
+	suffix := o.HostSuffix()
+	if suffix != "" && o.TLSCertFile != "" && !certCovers(pair, "x."+suffix) {
+		log.Warn("the serving certificate does not cover *."+suffix+": kubeconfigs name clusters by path (/clusters/<name>); add the wildcard name to the certificate, or set --cluster-host-suffix", "suffix", suffix)
+		suffix = ""
 	}
 	srv, err := New(Config{
 		Store:                st,
 		ExternalURL:          o.ExternalURL,
 		CAPEM:                caPEM,
 		AdminToken:           token,
+		Entra:                verifier,
+		HostSuffix:           suffix,
+		ClientCertLifetime:   o.ClientCertLifetime,
+		Limits:               &o.Limits,
+		Audit:                auditLog,
 		ClusterCA:            ca,
 		CertLifetime:         o.CertLifetime,
 		RegistrationTokenTTL: o.RegistrationTokenTTL,
@@ -113,6 +150,8 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	return serve.Run(ctx, serve.Config{
 		Server:          hs,
 		Listen:          o.Listen,
+		HealthListen:    o.HealthListen,
+		Health:          srv.Health(),
 		ShutdownTimeout: o.ShutdownTimeout,
 		// Tunnels are hijacked connections the HTTP server no longer
 		// tracks: the relay drains them itself, at the same time.
@@ -120,12 +159,16 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 			if err := srv.Shutdown(ctx); err != nil {
 				log.Warn("tunnel drain incomplete", "err", err)
 			}
+			// The audit lines still queued are written before the file closes.
+			if err := auditLog.Flush(ctx); err != nil {
+				log.Warn("audit log not flushed", "err", err)
+			}
 			return nil
 		},
 		Name:   "relay",
 		Logger: log,
-	}, func(addr, _ string) {
-		log.Info("relay listening", "addr", addr, "external_url", o.ExternalURL, "data_dir", o.DataDir)
+	}, func(addr, health string) {
+		log.Info("relay listening", "addr", addr, "health", health, "external_url", o.ExternalURL, "data_dir", o.DataDir, "cluster_host_suffix", suffix)
 		if ready != nil {
 			ready(addr)
 		}
@@ -142,7 +185,9 @@ func adminToken(o *Options) (string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && generate {
 		t := secret.Random(32)
-		if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		// Written whole or not at all, owner-only: a crash never leaves a
+		// truncated token, and no other user can read it.
+		if err := secret.WriteFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("write admin token: %w", err)
 		}
 		return t, nil
@@ -158,8 +203,9 @@ func adminToken(o *Options) (string, error) {
 }
 
 // loadClusterCA loads the cluster CA from files, or from the store, creating
-// it there on first start.
-func loadClusterCA(ctx context.Context, o *Options, st store.Store) (*clusterca.CA, error) {
+// it there on first start. In the store its private key is sealed with the
+// key-encryption key (--kek-file, $RELAY_KEK, or <data-dir>/kek).
+func loadClusterCA(ctx context.Context, o *Options, st store.Store, log *slog.Logger) (*clusterca.CA, error) {
 	if o.ClusterCACertFile != "" {
 		c, err := os.ReadFile(o.ClusterCACertFile)
 		if err != nil {
@@ -171,13 +217,70 @@ func loadClusterCA(ctx context.Context, o *Options, st store.Store) (*clusterca.
 		}
 		return clusterca.Load(c, k)
 	}
+	key, err := loadKEK(o, log)
+	if err != nil {
+		return nil, err
+	}
 	c, k, err := clusterca.Generate()
 	if err != nil {
 		return nil, err
 	}
-	stored, err := st.InitCA(ctx, &store.CA{CertPEM: c, KeyPEM: k})
+	sealed, err := key.Seal(k)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := st.InitCA(ctx, &store.CA{CertPEM: c, KeyPEM: sealed})
 	if err != nil {
 		return nil, fmt.Errorf("cluster CA in the store: %w", err)
 	}
-	return clusterca.Load(stored.CertPEM, stored.KeyPEM)
+	keyPEM := stored.KeyPEM
+	if kek.IsSealed(keyPEM) {
+		if keyPEM, err = key.Open(keyPEM); err != nil {
+			return nil, fmt.Errorf("cluster CA key in the store: %w", err)
+		}
+	} else {
+		log.Warn("the cluster CA key in the store is not encrypted (written by an older relay); it stays readable by whoever reads the store file until the CA is rotated")
+	}
+	return clusterca.Load(stored.CertPEM, keyPEM)
+}
+
+// loadKEK reads the key-encryption key: --kek-file, else $RELAY_KEK, else
+// <data-dir>/kek, generated on first start (a development default: keep the
+// key apart from the store in production).
+func loadKEK(o *Options, log *slog.Logger) (*kek.Key, error) {
+	if o.KEKFile != "" {
+		return kek.Load(o.KEKFile, "")
+	}
+	if os.Getenv("RELAY_KEK") != "" {
+		return kek.Load("", "RELAY_KEK")
+	}
+	path := filepath.Join(o.DataDir, "kek")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := kek.Generate(path); err != nil {
+			return nil, fmt.Errorf("generate the key-encryption key: %w", err)
+		}
+		log.Warn("generated a key-encryption key beside the store; in production pass --kek-file (or $RELAY_KEK) from a separate secret", "path", path)
+	}
+	return kek.Load(path, "")
+}
+
+// openAudit opens the audit log destination: nil for none.
+func openAudit(path string) (io.WriteCloser, error) {
+	if path == "" {
+		return nil, nil
+	}
+	w, err := audit.OpenFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return w, nil
+}
+
+// certCovers reports whether the serving certificate is valid for host.
+func certCovers(pair *keypair.Reloader, host string) bool {
+	c, err := pair.GetCertificate(&tls.ClientHelloInfo{ServerName: host})
+	if err != nil || c == nil || c.Leaf == nil {
+		return false
+	}
+	return c.Leaf.VerifyHostname(host) == nil
 }

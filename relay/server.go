@@ -17,11 +17,16 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/serve"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/agentapi"
+	"github.com/clusterconnect/clusterconnect/relay/audit"
+	"github.com/clusterconnect/clusterconnect/relay/authn"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/connectivity"
 	"github.com/clusterconnect/clusterconnect/relay/dataplane"
+	"github.com/clusterconnect/clusterconnect/relay/frontdoor"
+	"github.com/clusterconnect/clusterconnect/relay/limits"
 	"github.com/clusterconnect/clusterconnect/relay/mgmtapi"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
@@ -35,8 +40,29 @@ type Config struct {
 	// CAPEM is the CA bundle clients trust for the relay's serving
 	// certificate; it goes into issued kubeconfigs. Empty means the system roots.
 	CAPEM []byte
-	// AdminToken authenticates the management API (Bearer).
+	// AdminToken is the bootstrap credential of the management API (Bearer):
+	// an Owner.
 	AdminToken string
+	// Entra verifies users' Entra ID tokens on the data path and the
+	// management API; nil turns Entra sign-in off (then callers reach
+	// clusters with relay client certificates only).
+	Entra authn.Verifier
+	// HostSuffix, when set, names clusters by host <cluster>.<HostSuffix>
+	// (TLS server name) besides /clusters/<name>, and issued kubeconfigs use
+	// it. The serving certificate must cover *.<HostSuffix>.
+	HostSuffix string
+	// ClientCertLifetime of relay client certificates; zero means 1 hour.
+	ClientCertLifetime time.Duration
+	// BodyTimeout bounds reading the body of a non-streaming request
+	// (enrolment, renewal, heartbeat, checkAccess, management API): a
+	// trickled body gets 408. Zero means 30 s.
+	BodyTimeout time.Duration
+	// Limits per caller and cluster on the data path; nil means
+	// limits.Defaults().
+	Limits *limits.Config
+	// Audit receives one record per data-path request; nil means a log
+	// kept in memory only.
+	Audit *audit.Log
 	// ClusterCA signs and checks cluster identities. Required.
 	ClusterCA *clusterca.CA
 	// CertLifetime of cluster certificates; zero means 90 days.
@@ -64,12 +90,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Server is the relay's http.Handler: the data plane, the agent API and the
-// management API on one mux, with health and metrics.
+// Server is the relay's http.Handler: the front door and data plane, the
+// agent API and the management API on one mux. Health and metrics are
+// served apart by Health.
 type Server struct {
 	cfg   Config
 	mux   *http.ServeMux
 	plane *dataplane.Plane
+	door  *frontdoor.Door
+	ops   *http.ServeMux
+	// bounded is mux with a read deadline on request bodies, for the
+	// endpoints that take a small body and do not stream.
+	bounded http.Handler
 
 	stop     context.CancelFunc // ends the status sweep
 	sweeper  sync.WaitGroup
@@ -90,6 +122,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.OfflineAfter == 0 {
 		cfg.OfflineAfter = 15 * time.Minute
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -123,27 +158,50 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	auth, err := authn.New(authn.Config{Store: cfg.Store, AdminToken: cfg.AdminToken, CA: cfg.ClusterCA, Entra: cfg.Entra, Now: cfg.Now})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.New(audit.Config{Now: cfg.Now})
+	}
+	lc := limits.Defaults()
+	if cfg.Limits != nil {
+		lc = *cfg.Limits
+	}
+	door, err := frontdoor.New(frontdoor.Config{Authn: auth, Store: cfg.Store, Plane: plane, Limits: limits.New(lc, cfg.Registry),
+		Audit: cfg.Audit, HostSuffix: cfg.HostSuffix, Now: cfg.Now, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AdminToken == "" {
+		return nil, errors.New("relay: an admin token is required for the management API")
+	}
 	mgmt, err := mgmtapi.New(mgmtapi.Config{
-		Store: cfg.Store, ExternalURL: cfg.ExternalURL, CAPEM: cfg.CAPEM, AdminToken: cfg.AdminToken,
+		Store: cfg.Store, ExternalURL: cfg.ExternalURL, CAPEM: cfg.CAPEM, HostSuffix: cfg.HostSuffix, Authn: auth,
+		ClusterCA: cfg.ClusterCA, ClientCertLifetime: cfg.ClientCertLifetime, Audit: cfg.Audit, Changed: door.Forget,
 		RegistrationTokenTTL: cfg.RegistrationTokenTTL, Location: cfg.Location, Plane: plane, Status: status,
 		Now: cfg.Now, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), plane: plane, shutdown: make(chan struct{})}
-	s.mux.Handle(api.ClusterProxyPrefix+"{name}", plane)
-	s.mux.Handle(api.ClusterProxyPrefix+"{name}/{path...}", plane)
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ops: http.NewServeMux(), plane: plane, door: door, shutdown: make(chan struct{})}
+	s.mux.Handle(api.ClusterProxyPrefix+"{name}", door)
+	s.mux.Handle(api.ClusterProxyPrefix+"{name}/{path...}", door)
 	agents.Register(s.mux)
 	mgmt.Register(s.mux)
 	s.mux.HandleFunc("GET "+api.HealthzPath, func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	s.mux.HandleFunc("GET "+api.ReadyzPath, s.readyz)
-	s.mux.Handle("GET "+api.MetricsPath, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", notFound)
+	s.bounded = serve.BodyDeadline(s.mux, cfg.BodyTimeout)
+	s.ops.HandleFunc("GET "+api.HealthzPath, func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	s.ops.HandleFunc("GET "+api.ReadyzPath, s.readyz)
+	s.ops.Handle("GET "+api.MetricsPath, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.sweeper.Go(func() { status.Sweep(ctx, cfg.Store) })
+	s.sweeper.Go(func() { s.sweepExpired(ctx) })
 	return s, nil
 }
 
@@ -155,9 +213,31 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 	apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("no such path %s on the relay: clusters are reached at %s<name>/, the management API is at %s", r.URL.Path, api.ClusterProxyPrefix, api.ClustersPath))
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler: a request whose TLS server name (or
+// Host) names a cluster goes to that cluster whatever its path; everything
+// else by path.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if name, ok := s.door.ClusterByHost(r); ok {
+		s.door.ServeHost(w, r, name)
+		return
+	}
+	// The data path and tunnels stream; everything else (enrolment,
+	// renewal, heartbeat, checkAccess, the management API) takes a small
+	// body that must arrive within Config.BodyTimeout.
+	if strings.HasPrefix(r.URL.Path, api.ClusterProxyPrefix) || strings.HasSuffix(r.URL.Path, "/tunnel") {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	s.bounded.ServeHTTP(w, r)
+}
 
+
+// Health is the handler of the health listener: /healthz, /readyz and
+// /metrics, kept off the internet-facing listener.
+func (s *Server) Health() http.Handler { return s.ops }
+
+// readyz answers 503 while shutting down or when the store does not
+// answer; the reason goes to the log, not to the caller.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-s.shutdown:
@@ -166,10 +246,40 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	if _, err := s.cfg.Store.ListClusters(r.Context()); err != nil {
-		apistatus.Error(w, http.StatusServiceUnavailable, "store unavailable: "+err.Error())
+		s.cfg.Logger.Warn("not ready: store unavailable", "err", err)
+		apistatus.Error(w, http.StatusServiceUnavailable, "relay not ready: its store is unavailable (see the relay's log)")
 		return
 	}
 	w.Write([]byte("ok\n"))
+}
+
+// sweepInterval is how often expired role assignments and API tokens are
+// deleted (they stop counting the moment they expire; this only tidies).
+const sweepInterval = 30 * time.Second
+
+func (s *Server) sweepExpired(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		now := s.cfg.Now()
+		if gone, err := s.cfg.Store.DeleteExpiredAssignments(ctx, now); err != nil {
+			s.cfg.Logger.Warn("deleting expired role assignments failed", "err", err)
+		} else {
+			for _, a := range gone {
+				s.cfg.Logger.Info("role assignment expired and removed", "id", a.ID, "role", a.Role, "principal", a.PrincipalID, "cluster", a.Cluster, "expired", a.ExpiresAt)
+			}
+		}
+		if n, err := s.cfg.Store.DeleteExpiredTokens(ctx, now); err != nil {
+			s.cfg.Logger.Warn("deleting expired API tokens failed", "err", err)
+		} else if n > 0 {
+			s.cfg.Logger.Info("expired API tokens removed", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Connected reports the number of live tunnels of a cluster.
@@ -185,3 +295,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.sweeper.Wait()
 	return s.plane.Shutdown(ctx)
 }
+
+// ForgetDecisions drops the front door's cached admission decisions (tests;
+// the management API does it itself when assignments change).
+func (s *Server) ForgetDecisions() { s.door.Forget() }

@@ -51,5 +51,14 @@ func config(args []string) int {
 	}
 	fmt.Println("kube-apiserver flags (and no --authorization-mode):")
 	fmt.Println("  " + strings.Join(f.APIServerFlags, " \\\n  "))
+	if f.WebhookClientCAFile != "" {
+		// Space-separated: scripts pick the apiserver's flags out as
+		// --name=value.
+		fmt.Println("guard flag (the CA of the apiserver's client certificate, embedded in the kubeconfigs):")
+		fmt.Println("  --webhook-client-ca-file " + f.WebhookClientCAFile)
+		if f.ClientCertRenewed {
+			fmt.Println("(a new client certificate and CA were made: start or restart guard with this CA file)")
+		}
+	}
 	return 0
 }

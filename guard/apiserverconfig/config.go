@@ -12,6 +12,13 @@
 // and without --authorization-mode, which cannot be combined with
 // --authorization-config. The kubeconfig paths inside the
 // AuthorizationConfiguration must be absolute.
+//
+// guard requires a client certificate of the apiserver by default. Unless
+// the apiserver's own is named (ClientCertFile), Write makes one with a CA
+// of its own, embeds it in the kubeconfigs and writes the CA to
+// <OutDir>/apiserver-client-ca.crt for guard's --webhook-client-ca-file;
+// running Write again reuses them while they are valid for more than 30
+// days.
 package apiserverconfig
 
 import (
@@ -55,8 +62,9 @@ type Options struct {
 	// embedded in the kubeconfigs. Required.
 	CAFile string
 	// ClientCertFile and ClientKeyFile, when set, are the apiserver's
-	// client certificate for guard (guard --webhook-client-ca-file); the
-	// kubeconfigs reference them by path.
+	// client certificate for guard (guard --webhook-client-ca-file names
+	// its CA); the kubeconfigs reference them by path. Empty means Write
+	// makes a certificate, and a CA for guard, in OutDir (ClientCAFile).
 	ClientCertFile, ClientKeyFile string
 	// OutDir is where the files are written.
 	OutDir string
@@ -116,7 +124,7 @@ func (l *listFlag) Set(v string) error {
 func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.URL, "url", o.URL, "guard's webhook base URL as the apiserver reaches it, https://host:port (required)")
 	fs.StringVar(&o.CAFile, "ca-file", o.CAFile, "CA that signed guard's serving certificate (embedded; required)")
-	fs.StringVar(&o.ClientCertFile, "apiserver-client-cert-file", o.ClientCertFile, "client certificate the apiserver presents to guard (path as the apiserver sees it)")
+	fs.StringVar(&o.ClientCertFile, "apiserver-client-cert-file", o.ClientCertFile, "client certificate the apiserver presents to guard (path as the apiserver sees it; default: make one, and its CA "+ClientCAFile+" for guard's --webhook-client-ca-file, in --out-dir)")
 	fs.StringVar(&o.ClientKeyFile, "apiserver-client-key-file", o.ClientKeyFile, "its key")
 	fs.StringVar(&o.OutDir, "out-dir", o.OutDir, "directory the files are written to")
 	fs.StringVar(&o.Dir, "dir", o.Dir, "absolute directory the apiserver reads the files from (default: --out-dir, made absolute)")
@@ -203,6 +211,14 @@ type MatchCondition struct {
 // Files are what Write wrote (paths in OutDir) and the apiserver flags.
 type Files struct {
 	AuthnKubeconfig, AuthzKubeconfig, AuthorizationConfig string
+	// WebhookClientCAFile is the CA of the client certificate Write made
+	// for the apiserver, for guard's --webhook-client-ca-file; empty when
+	// Options.ClientCertFile named the apiserver's own.
+	WebhookClientCAFile string
+	// ClientCertRenewed is true when Write made a new client certificate
+	// and CA rather than reusing those in OutDir: guard must be restarted
+	// with the new CA.
+	ClientCertRenewed bool
 	// APIServerFlags are the flags to add (paths as the apiserver sees them).
 	APIServerFlags []string
 }
@@ -233,11 +249,12 @@ func (o *Options) Authorization(kubeconfig string) *AuthorizationConfiguration {
 	}
 }
 
-// Kubeconfig returns a webhook kubeconfig for the endpoint path.
-func (o *Options) Kubeconfig(path string, caPEM []byte) *clientcmdapi.Config {
+// Kubeconfig returns a webhook kubeconfig for the endpoint path, with the
+// apiserver's client credentials client.
+func (o *Options) Kubeconfig(path string, caPEM []byte, client *clientcmdapi.AuthInfo) *clientcmdapi.Config {
 	c := clientcmdapi.NewConfig()
 	c.Clusters["guard"] = &clientcmdapi.Cluster{Server: strings.TrimSuffix(o.URL, "/") + path, CertificateAuthorityData: caPEM}
-	c.AuthInfos["kube-apiserver"] = &clientcmdapi.AuthInfo{ClientCertificate: o.ClientCertFile, ClientKey: o.ClientKeyFile}
+	c.AuthInfos["kube-apiserver"] = client
 	c.Contexts["guard"] = &clientcmdapi.Context{Cluster: "guard", AuthInfo: "kube-apiserver"}
 	c.CurrentContext = "guard"
 	return c
@@ -266,8 +283,17 @@ func (o *Options) Write() (*Files, error) {
 		AuthzKubeconfig:     filepath.Join(o.OutDir, AuthzKubeconfig),
 		AuthorizationConfig: filepath.Join(o.OutDir, AuthorizationConfig),
 	}
+	client := &clientcmdapi.AuthInfo{ClientCertificate: o.ClientCertFile, ClientKey: o.ClientKeyFile}
+	if o.ClientCertFile == "" {
+		pair, err := ensureClientPair(o.OutDir, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("the apiserver's client certificate for guard: %w", err)
+		}
+		client = &clientcmdapi.AuthInfo{ClientCertificateData: pair.certPEM, ClientKeyData: pair.keyPEM}
+		f.WebhookClientCAFile, f.ClientCertRenewed = pair.caFile, pair.renewed
+	}
 	if !o.NoAuthn {
-		if err := clientcmd.WriteToFile(*o.Kubeconfig("/tokenreviews", caPEM), f.AuthnKubeconfig); err != nil {
+		if err := clientcmd.WriteToFile(*o.Kubeconfig("/tokenreviews", caPEM, client), f.AuthnKubeconfig); err != nil {
 			return nil, err
 		}
 		f.APIServerFlags = append(f.APIServerFlags,
@@ -276,7 +302,7 @@ func (o *Options) Write() (*Files, error) {
 	} else {
 		f.AuthnKubeconfig = ""
 	}
-	if err := clientcmd.WriteToFile(*o.Kubeconfig("/subjectaccessreviews", caPEM), f.AuthzKubeconfig); err != nil {
+	if err := clientcmd.WriteToFile(*o.Kubeconfig("/subjectaccessreviews", caPEM, client), f.AuthzKubeconfig); err != nil {
 		return nil, err
 	}
 	b, err := yaml.Marshal(o.Authorization(filepath.Join(dir, AuthzKubeconfig)))

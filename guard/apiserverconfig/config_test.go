@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -87,6 +88,86 @@ func TestWrite(t *testing.T) {
 	}
 	if got := strings.Join(f.APIServerFlags, " "); got != "--authentication-token-webhook-config-file=/etc/kubernetes/guard/authn-webhook.kubeconfig --authentication-token-webhook-version=v1 --authorization-config=/etc/kubernetes/guard/authorization-config.yaml" {
 		t.Errorf("flags %s", got)
+	}
+}
+
+// Without the apiserver's own certificate, Write makes one, embeds it in
+// both kubeconfigs and writes the CA guard verifies it by; a second Write
+// reuses them, so that guard keeps its CA.
+func TestWriteMakesTheAPIServersClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.crt")
+	os.WriteFile(ca, []byte(testCA(t)), 0o600)
+	o := NewOptions()
+	o.URL, o.CAFile, o.OutDir = "https://guard.example:8443", ca, filepath.Join(dir, "out")
+	f, err := o.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.WebhookClientCAFile != filepath.Join(o.OutDir, ClientCAFile) || !f.ClientCertRenewed {
+		t.Fatalf("files %+v", f)
+	}
+	caPEM, err := os.ReadFile(f.WebhookClientCAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	var certs []string
+	for _, path := range []string{f.AuthnKubeconfig, f.AuthzKubeconfig} {
+		kc, err := clientcmd.LoadFromFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ai := kc.AuthInfos[kc.Contexts[kc.CurrentContext].AuthInfo]
+		pair, err := tls.X509KeyPair(ai.ClientCertificateData, ai.ClientKeyData)
+		if err != nil {
+			t.Fatalf("%s: no usable client certificate: %v", path, err)
+		}
+		if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s: the client certificate does not verify with %s: %v", path, ClientCAFile, err)
+		}
+		certs = append(certs, string(ai.ClientCertificateData))
+	}
+	if certs[0] != certs[1] {
+		t.Error("the kubeconfigs carry different client certificates")
+	}
+	again, err := o.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, _ := clientcmd.LoadFromFile(again.AuthzKubeconfig)
+	caAgain, _ := os.ReadFile(again.WebhookClientCAFile)
+	if again.ClientCertRenewed || string(kc.AuthInfos["kube-apiserver"].ClientCertificateData) != certs[0] || string(caAgain) != string(caPEM) {
+		t.Error("a second Write did not reuse the client certificate and CA")
+	}
+	// Near its end the pair is replaced.
+	p, err := ensureClientPair(o.OutDir, time.Now().Add(clientCertLifetime-clientCertRenew+time.Hour))
+	if err != nil || !p.renewed || string(p.certPEM) == certs[0] {
+		t.Errorf("an expiring pair was not renewed: %v", err)
+	}
+}
+
+// With the apiserver's own certificate the kubeconfigs name its files and
+// Write makes none.
+func TestWriteWithTheAPIServersOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.crt")
+	os.WriteFile(ca, []byte(testCA(t)), 0o600)
+	o := NewOptions()
+	o.URL, o.CAFile, o.OutDir = "https://guard.example:8443", ca, filepath.Join(dir, "out")
+	o.ClientCertFile, o.ClientKeyFile = "/etc/kubernetes/pki/guard-client.crt", "/etc/kubernetes/pki/guard-client.key"
+	f, err := o.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, _ := clientcmd.LoadFromFile(f.AuthzKubeconfig)
+	ai := kc.AuthInfos["kube-apiserver"]
+	if f.WebhookClientCAFile != "" || ai.ClientCertificate != o.ClientCertFile || ai.ClientKey != o.ClientKeyFile || len(ai.ClientCertificateData) != 0 {
+		t.Errorf("files %+v, auth %+v", f, ai)
+	}
+	if _, err := os.Stat(filepath.Join(o.OutDir, ClientCAFile)); !os.IsNotExist(err) {
+		t.Errorf("a client CA was written: %v", err)
 	}
 }
 

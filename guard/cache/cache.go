@@ -1,6 +1,7 @@
 // Package cache holds guard's authorization decisions: allowed and denied
-// decisions live for separate TTLs in a size-bounded LRU, keyed by the
-// subject (oid and groups), the data action and the scope.
+// decisions live for separate TTLs (cut short by the decision's
+// ValidUntil) in a size-bounded LRU, keyed by the subject (oid and
+// groups), the data action and the scope.
 package cache
 
 import (
@@ -53,6 +54,10 @@ func KeyOf(oid string, groups []string, action, namespace string) Key {
 type Decision struct {
 	Allowed bool
 	Reason  string
+	// ValidUntil, when set, is when the decision stops being true (an
+	// assignment it rests on expires): it is not kept past it, whatever
+	// the TTL. Zero means the TTL alone decides.
+	ValidUntil time.Time
 }
 
 // Config configures a [Cache]; nil or zero fields mean the defaults.
@@ -124,8 +129,8 @@ func (c *Cache) Get(k Key) (Decision, bool) {
 	return e.d, true
 }
 
-// Put stores d under k for the TTL of its kind, evicting the least recently
-// used entry when full.
+// Put stores d under k for the TTL of its kind, or until d.ValidUntil if
+// that is sooner, evicting the least recently used entry when full.
 func (c *Cache) Put(k Key, d Decision) {
 	ttl := c.deniedTTL
 	if d.Allowed {
@@ -133,14 +138,18 @@ func (c *Cache) Put(k Key, d Decision) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ttl < 0 {
+	now := c.now()
+	exp := now.Add(ttl)
+	if !d.ValidUntil.IsZero() && d.ValidUntil.Before(exp) {
+		exp = d.ValidUntil
+	}
+	if ttl < 0 || !now.Before(exp) {
 		if el, ok := c.items[k]; ok { // a newer decision replaces an older one
 			c.ll.Remove(el)
 			delete(c.items, k)
 		}
 		return
 	}
-	exp := c.now().Add(ttl)
 	if el, ok := c.items[k]; ok {
 		e := el.Value.(*entry)
 		e.d, e.expires = d, exp

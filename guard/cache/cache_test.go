@@ -83,6 +83,38 @@ func TestPutReplacesAndRefreshes(t *testing.T) {
 	}
 }
 
+// A decision resting on an assignment that expires is not kept past it,
+// however long its TTL; one that expires later than the TTL keeps the TTL.
+func TestValidUntil(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	c := New(&Config{AllowedTTL: time.Minute, DeniedTTL: 10 * time.Second, Now: clk.now})
+	soon, late := KeyOf("u", nil, "read", "ns"), KeyOf("u", nil, "write", "ns")
+	c.Put(soon, Decision{Allowed: true, Reason: "JIT Viewer", ValidUntil: clk.t.Add(20 * time.Second)})
+	c.Put(late, Decision{Allowed: true, ValidUntil: clk.t.Add(time.Hour)})
+	clk.advance(20*time.Second - time.Nanosecond)
+	if d, ok := c.Get(soon); !ok || d.Reason != "JIT Viewer" {
+		t.Fatalf("before ValidUntil: %+v %v", d, ok)
+	}
+	clk.advance(time.Nanosecond)
+	if _, ok := c.Get(soon); ok {
+		t.Error("an allowed decision outlived its ValidUntil")
+	}
+	if _, ok := c.Get(late); !ok {
+		t.Error("a ValidUntil after the TTL cut the TTL short")
+	}
+	clk.advance(40 * time.Second)
+	if _, ok := c.Get(late); ok {
+		t.Error("a ValidUntil after the TTL lengthened it")
+	}
+	// Already past: not cached, and it replaces an older decision.
+	k := KeyOf("u", nil, "delete", "ns")
+	c.Put(k, Decision{Allowed: true})
+	c.Put(k, Decision{Allowed: true, ValidUntil: clk.t})
+	if _, ok := c.Get(k); ok || c.Len() != 0 {
+		t.Errorf("a decision already past its ValidUntil was cached (len %d)", c.Len())
+	}
+}
+
 func TestNegativeTTLDisables(t *testing.T) {
 	c := New(&Config{AllowedTTL: -1, DeniedTTL: time.Second})
 	k := KeyOf("u", nil, "read", "")

@@ -18,9 +18,14 @@
 // JWKS it names is fetched by this package's key set, which refreshes on an
 // unknown key ID (key rotation) at most once per MinRefreshInterval, so
 // that a stream of forged key IDs cannot turn into a stream of JWKS
-// fetches. Signatures, issuer and expiry are checked by go-oidc; the
-// signature algorithm allow-list refuses "none" and HMAC whatever is
-// configured.
+// fetches. Within that interval of the last fetch a token with an unknown
+// key ID is refused at once ([ReasonUnknownKey]) rather than held until
+// the next refresh is allowed; only callers that arrive while a refresh is
+// in flight wait, for that one fetch. Signatures, issuer and expiry are
+// checked by go-oidc; the signature algorithm allow-list refuses "none"
+// and HMAC whatever is configured. The identity is made of the claims of
+// the verified payload; the unverified parse ([Peek]) only picks the
+// issuer whose keys verify the token.
 //
 // [Verifier.Verify] sorts tokens in three: an identity; a *[Error] with a
 // [Reason] (the token claims to come from Entra but is not acceptable); or

@@ -20,8 +20,12 @@ const (
 	// configured.
 	ReasonUnknownIssuer Reason = "unknown_issuer"
 	// ReasonBadSignature: the signature does not verify with the issuer's
-	// keys, or names a key the issuer does not publish.
+	// key it names (or, naming none, with any of them).
 	ReasonBadSignature Reason = "bad_signature"
+	// ReasonUnknownKey: the token names a key ID the issuer does not
+	// publish, as of a JWKS fetched at most MinRefreshInterval ago (or just
+	// now for it). Not worth a retry: forged, or from another issuer.
+	ReasonUnknownKey Reason = "unknown_key"
 	// ReasonExpired: exp is in the past (beyond the clock skew).
 	ReasonExpired Reason = "expired"
 	// ReasonNotYetValid: nbf is in the future (beyond the clock skew).
@@ -41,7 +45,7 @@ const (
 
 // Reasons lists every Reason, for metrics initialisation and docs.
 func Reasons() []Reason {
-	return []Reason{ReasonMalformed, ReasonAlgorithm, ReasonUnknownIssuer, ReasonBadSignature, ReasonExpired,
+	return []Reason{ReasonMalformed, ReasonAlgorithm, ReasonUnknownIssuer, ReasonBadSignature, ReasonUnknownKey, ReasonExpired,
 		ReasonNotYetValid, ReasonWrongAudience, ReasonInvalidIdentity, ReasonGroupsOverage, ReasonIssuerUnavailable}
 }
 

@@ -1,6 +1,8 @@
 package entra
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -21,3 +23,7 @@ func (m *Metrics) FailureCount(r Reason) prometheus.Collector {
 func (m *Metrics) JWKSRefreshCount(result string) prometheus.Collector {
 	return m.jwks.WithLabelValues(result)
 }
+
+// SetClock replaces the verifier's clock (token times and the JWKS refresh
+// interval). Call it before the first Verify.
+func (v *Verifier) SetClock(now func() time.Time) { v.now = now }

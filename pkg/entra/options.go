@@ -54,7 +54,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.Var(&cliflag.StringList{Dst: &o.Audiences}, "audience", "accepted audience: the server app's client ID or App ID URI (repeatable or comma-separated; required)")
 	fs.Var(&cliflag.StringList{Dst: &o.Algorithms}, "signing-algs", "accepted signature algorithms (none and HMAC are always refused)")
 	fs.DurationVar(&o.ClockSkew, "clock-skew", o.ClockSkew, "allowed clock skew on exp and nbf")
-	fs.DurationVar(&o.JWKSMinRefresh, "jwks-min-refresh-interval", o.JWKSMinRefresh, "least time between two JWKS fetches of one issuer (tokens with a new key ID wait for it)")
+	fs.DurationVar(&o.JWKSMinRefresh, "jwks-min-refresh-interval", o.JWKSMinRefresh, "least time between two JWKS fetches of one issuer (a token with an unknown key ID within it of the last fetch is refused at once)")
 	fs.Var(&cliflag.StringList{Dst: &o.UsernameClaims}, "username-claim", "claims tried in order for the Kubernetes user name")
 	fs.StringVar(&o.UsernamePrefix, "username-prefix", o.UsernamePrefix, "prefix for mapped user names")
 	fs.StringVar(&o.GroupsPrefix, "groups-prefix", o.GroupsPrefix, "prefix for mapped groups")

@@ -2,6 +2,7 @@ package entra
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,7 +68,8 @@ type Config struct {
 	// with the system roots and a 30 s timeout.
 	HTTPClient *http.Client
 	// MinRefreshInterval is the least time between two JWKS fetches of one
-	// issuer; zero means 5 s.
+	// issuer; zero means 5 s. A token with an unknown key ID within it of
+	// the last fetch is refused at once (ReasonUnknownKey), not held.
 	MinRefreshInterval time.Duration
 	// Metrics records verification metrics; nil records none.
 	Metrics *Metrics
@@ -251,16 +253,18 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 }
 
 func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, error) {
-	h, c, perr := Peek(raw)
-	if c == nil {
+	// The unverified claims only pick the issuer (and word refusals); every
+	// claim the identity is made of comes from the verified payload below.
+	h, peeked, perr := Peek(raw)
+	if peeked == nil {
 		return nil, ErrNotEntra
 	}
-	is, entra := v.route(c.Issuer)
+	is, entra := v.route(peeked.Issuer)
 	if !entra {
 		return nil, ErrNotEntra
 	}
 	if is == nil {
-		return nil, refuse(ReasonUnknownIssuer, "issuer %q is not accepted: its tenant is not configured (accepted tenants: %s)", c.Issuer, strings.Join(v.cfg.Tenants, ", "))
+		return nil, refuse(ReasonUnknownIssuer, "issuer %q is not accepted: its tenant is not configured (accepted tenants: %s)", peeked.Issuer, strings.Join(v.cfg.Tenants, ", "))
 	}
 	if perr != nil {
 		return nil, refuse(ReasonMalformed, "%v", perr)
@@ -273,7 +277,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, err
 	}
 	vctx, slot := withErrSlot(ctx)
-	if _, err := ov.Verify(vctx, raw); err != nil {
+	tok, err := ov.Verify(vctx, raw)
+	if err != nil {
 		var exp *oidc.TokenExpiredError
 		switch {
 		case *slot != nil:
@@ -281,17 +286,32 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, error) {
 		case errors.As(err, &exp):
 			return nil, refuse(ReasonExpired, "the token expired at %s (now %s, allowed skew %s); get a new one", exp.Expiry.UTC().Format(time.RFC3339), v.now().UTC().Format(time.RFC3339), v.cfg.ClockSkew)
 		case strings.Contains(err.Error(), "before the nbf"):
-			return nil, v.notYetValid(c)
+			return nil, v.notYetValid(peeked)
 		default:
 			return nil, refuse(ReasonMalformed, "%v", err)
 		}
 	}
-	// go-oidc allows 5 minutes on nbf; hold it to the configured skew.
-	if !c.NotBefore.IsZero() && c.NotBefore.After(v.now().Add(v.cfg.ClockSkew)) {
-		return nil, v.notYetValid(c)
+	// tok holds the payload the key set verified the signature of.
+	var payload json.RawMessage
+	if err := tok.Claims(&payload); err != nil {
+		return nil, refuse(ReasonMalformed, "verified claims: %v", err)
+	}
+	c, err := ParseClaims(payload)
+	if err != nil {
+		return nil, refuse(ReasonMalformed, "%v", err)
+	}
+	if c.Issuer != is.url {
+		return nil, refuse(ReasonMalformed, "the verified claims name issuer %q, not %q", c.Issuer, is.url)
 	}
 	if c.Expiry.IsZero() {
 		return nil, refuse(ReasonMalformed, "the token has no exp claim")
+	}
+	if now := v.now(); c.Expiry.Before(now.Add(-v.cfg.ClockSkew)) {
+		return nil, refuse(ReasonExpired, "the token expired at %s (now %s, allowed skew %s); get a new one", c.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.cfg.ClockSkew)
+	}
+	// go-oidc allows 5 minutes on nbf; hold it to the configured skew.
+	if !c.NotBefore.IsZero() && c.NotBefore.After(v.now().Add(v.cfg.ClockSkew)) {
+		return nil, v.notYetValid(c)
 	}
 	if !slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(v.cfg.Audiences, a) }) {
 		return nil, refuse(ReasonWrongAudience, "the token is for audience %q, not for this cluster (accepted: %s); request it for the server application's scope", c.Audience, strings.Join(v.cfg.Audiences, ", "))
@@ -383,7 +403,7 @@ func (v *Verifier) verifierFor(ctx context.Context, is *issuer) (*oidc.IDTokenVe
 			err = errors.New("the discovery document has no jwks_uri")
 		}
 		if err == nil {
-			ks := newKeySet(meta.JWKS, v.cfg.HTTPClient, v.algs, v.cfg.MinRefreshInterval, v.cfg.Metrics, v.log.With("issuer", is.url))
+			ks := newKeySet(meta.JWKS, v.cfg.HTTPClient, v.algs, v.cfg.MinRefreshInterval, func() time.Time { return v.now() }, v.cfg.Metrics, v.log.With("issuer", is.url))
 			is.verifier = oidc.NewVerifier(is.url, ks, &oidc.Config{
 				SkipClientIDCheck:    true, // several audiences: checked by Verify
 				SupportedSigningAlgs: v.algs,

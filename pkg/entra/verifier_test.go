@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,9 +36,33 @@ const (
 type env struct {
 	iss     *oidc.Issuer
 	v       *entra.Verifier
+	clock   *clock
 	reg     *prometheus.Registry
 	metrics *entra.Metrics
 	client  *http.Client
+}
+
+// refreshInterval is the verifiers' MinRefreshInterval: tests that need
+// another JWKS fetch advance the clock past it.
+const refreshInterval = time.Minute
+
+// clock is the real time plus what the test advanced it by, so that the
+// tokens the issuer mints with the real time stay valid.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
 }
 
 func client(t *testing.T, caPEM []byte) *http.Client {
@@ -57,17 +82,16 @@ func newEnv(t *testing.T, mod func(*entra.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { iss.Close() })
-	e := &env{iss: iss, reg: prometheus.NewRegistry(), client: client(t, iss.CAPEM)}
+	e := &env{iss: iss, clock: &clock{}, reg: prometheus.NewRegistry(), client: client(t, iss.CAPEM)}
 	e.metrics = entra.NewMetrics(e.reg, "test")
 	cfg := &entra.Config{
-		IssuerURL:   iss.URL,
-		V1IssuerURL: iss.V1Base(),
-		Tenants:     []string{tenant},
-		Audiences:   []string{clientID, appIDURI},
-		HTTPClient:  e.client,
-		Metrics:     e.metrics,
-		// Tests rotate keys right after a fetch; do not make them wait.
-		MinRefreshInterval: time.Millisecond,
+		IssuerURL:          iss.URL,
+		V1IssuerURL:        iss.V1Base(),
+		Tenants:            []string{tenant},
+		Audiences:          []string{clientID, appIDURI},
+		HTTPClient:         e.client,
+		Metrics:            e.metrics,
+		MinRefreshInterval: refreshInterval,
 	}
 	if mod != nil {
 		mod(cfg)
@@ -75,6 +99,7 @@ func newEnv(t *testing.T, mod func(*entra.Config)) *env {
 	if e.v, err = entra.NewVerifier(cfg); err != nil {
 		t.Fatal(err)
 	}
+	e.v.SetClock(e.clock.now)
 	return e
 }
 
@@ -156,7 +181,7 @@ func TestRefused(t *testing.T) {
 		{"alg none", mint(func(t *oidc.Token) { t.Alg = "none" }), entra.ReasonAlgorithm, `"none" is refused`},
 		{"alg HS256", mint(func(t *oidc.Token) { t.Alg = "HS256" }), entra.ReasonAlgorithm, `"HS256" is refused`},
 		{"tampered", tampered, entra.ReasonBadSignature, "does not verify"},
-		{"unknown key", foreignKey, entra.ReasonBadSignature, "does not publish"},
+		{"unknown key", foreignKey, entra.ReasonUnknownKey, "is not among the issuer's keys"},
 		{"tid mismatch", mint(func(t *oidc.Token) { t.Extra = map[string]any{"tid": otherTenant} }), entra.ReasonInvalidIdentity, "does not match"},
 		{"system user", mint(func(t *oidc.Token) { t.UPN = "system:admin" }), entra.ReasonInvalidIdentity, "reserved"},
 		{"system group", mint(func(t *oidc.Token) { t.Groups = []string{"system:masters"} }), entra.ReasonInvalidIdentity, "reserved"},
@@ -178,8 +203,11 @@ func TestRefused(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(e.metrics.FailureCount(entra.ReasonBadSignature)); got != 2 {
-		t.Errorf("bad_signature failures = %v, want 2", got)
+	if got := testutil.ToFloat64(e.metrics.FailureCount(entra.ReasonBadSignature)); got != 1 {
+		t.Errorf("bad_signature failures = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(e.metrics.FailureCount(entra.ReasonUnknownKey)); got != 1 {
+		t.Errorf("unknown_key failures = %v, want 1", got)
 	}
 }
 
@@ -218,42 +246,193 @@ func TestKeyRotation(t *testing.T) {
 	if n := e.iss.Stats().JWKSFetches; n != fetches {
 		t.Errorf("forged tokens with a known kid caused %d JWKS fetches", n-fetches)
 	}
-	// A new key: one refresh, then tokens of both keys verify.
+	// A new key right after a fetch: refused at once, without a fetch.
 	oldTok := e.iss.MustMint(good(2))
 	if err := e.iss.RotateKey(); err != nil {
 		t.Fatal(err)
 	}
-	for _, raw := range []string{e.iss.MustMint(good(1)), e.iss.MustMint(good(2)), oldTok} {
+	newTok := e.iss.MustMint(good(2))
+	_, err := e.v.Verify(ctx, newTok)
+	if entra.ReasonOf(err) != entra.ReasonUnknownKey || !strings.Contains(err.Error(), "refreshed 0s ago") {
+		t.Fatalf("new key within the refresh interval: %v, want an unknown_key refusal saying when the keys were refreshed", err)
+	}
+	if n := e.iss.Stats().JWKSFetches; n != fetches {
+		t.Errorf("a new key within the refresh interval caused %d JWKS fetches", n-fetches)
+	}
+	// Once the interval has passed: one refresh, then tokens of both keys
+	// verify.
+	e.clock.advance(refreshInterval)
+	for _, raw := range []string{newTok, e.iss.MustMint(good(1)), e.iss.MustMint(good(2)), oldTok} {
 		if _, err := e.v.Verify(ctx, raw); err != nil {
 			t.Fatalf("after rotation: %v", err)
 		}
 	}
-	// v1 and v2 have a key set each: at most one fetch each.
-	if n := e.iss.Stats().JWKSFetches - fetches; n < 1 || n > 2 {
-		t.Errorf("rotation caused %d JWKS fetches, want 1 or 2", n)
+	// v1 and v2 have a key set each: one fetch each (v1's first).
+	if n := e.iss.Stats().JWKSFetches - fetches; n != 2 {
+		t.Errorf("rotation caused %d JWKS fetches, want 2", n)
 	}
 	if got := testutil.ToFloat64(e.metrics.JWKSRefreshCount("ok")); got != float64(e.iss.Stats().JWKSFetches) {
 		t.Errorf("jwks refresh metric = %v, issuer saw %d", got, e.iss.Stats().JWKSFetches)
 	}
 }
 
-func TestMinRefreshIntervalWaitsInsteadOfFailing(t *testing.T) {
-	e := newEnv(t, func(c *entra.Config) { c.MinRefreshInterval = 200 * time.Millisecond })
+// forged signs the claims of a good token with a key the issuer does not
+// publish.
+func forged(t *testing.T, e *env) string {
+	t.Helper()
+	other, err := oidc.Start(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	raw, err := other.Sign(e.iss.Claims(good(2)), "RS256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// verifyAll verifies raw n times at once and returns the errors.
+func verifyAll(ctx context.Context, v *entra.Verifier, raw string, n int) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = v.Verify(ctx, raw) })
+	}
+	wg.Wait()
+	return errs
+}
+
+// A flood of tokens with unknown key IDs right after a JWKS fetch is
+// refused at once: nobody waits for the next allowed refresh, which would
+// hold every connection for the interval, and nobody fetches.
+func TestUnknownKeyFloodIsRefusedAtOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	if _, err := e.v.Verify(t.Context(), e.iss.MustMint(good(2))); err != nil {
+		t.Fatal(err)
+	}
+	fetches := e.iss.Stats().JWKSFetches
+	raw := forged(t, e)
+	// Far shorter than the refresh interval: a caller that waited for the
+	// next refresh would end with this deadline (issuer_unavailable).
+	ctx, cancel := context.WithTimeout(t.Context(), refreshInterval/6)
+	defer cancel()
+	for i, err := range verifyAll(ctx, e.v, raw, 500) {
+		if entra.ReasonOf(err) != entra.ReasonUnknownKey || !strings.Contains(err.Error(), "is not among the issuer's keys") {
+			t.Fatalf("token %d: %v, want an unknown_key refusal", i, err)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the refusals waited for the deadline")
+	}
+	if n := e.iss.Stats().JWKSFetches; n != fetches {
+		t.Errorf("%d JWKS fetches, want none", n-fetches)
+	}
+}
+
+// When a refresh is allowed, callers with unknown key IDs share one fetch;
+// those after it are refused at once again.
+func TestUnknownKeyFloodSharesOneRefresh(t *testing.T) {
+	e := newEnv(t, nil)
+	if _, err := e.v.Verify(t.Context(), e.iss.MustMint(good(2))); err != nil {
+		t.Fatal(err)
+	}
+	fetches := e.iss.Stats().JWKSFetches
+	raw := forged(t, e)
+	e.clock.advance(refreshInterval)
+	for i, err := range verifyAll(t.Context(), e.v, raw, 50) {
+		if entra.ReasonOf(err) != entra.ReasonUnknownKey {
+			t.Fatalf("token %d: %v, want an unknown_key refusal", i, err)
+		}
+	}
+	if n := e.iss.Stats().JWKSFetches - fetches; n != 1 {
+		t.Errorf("%d JWKS fetches, want 1", n)
+	}
+}
+
+// A failed fetch is remembered for the interval: tokens with unknown key
+// IDs get issuer_unavailable at once (the token may be good), and the
+// issuer is not asked again until the interval has passed.
+func TestFailedRefreshIsNotRetriedWithinInterval(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := t.Context()
+	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
+		t.Fatal(err)
+	}
+	sw := &switchable{next: e.client.Transport}
+	e.client.Transport = sw
+	e.iss.RotateKey()
+	raw := e.iss.MustMint(good(2))
+	e.clock.advance(refreshInterval)
+	sw.setDown(true)
+	for range 3 {
+		if _, err := e.v.Verify(ctx, raw); entra.ReasonOf(err) != entra.ReasonIssuerUnavailable || !strings.Contains(err.Error(), "JWKS is down") {
+			t.Fatalf("JWKS down: %v", err)
+		}
+	}
+	if n := sw.count(); n != 1 {
+		t.Errorf("%d JWKS requests within the interval of a failure, want 1", n)
+	}
+	sw.setDown(false)
+	e.clock.advance(refreshInterval)
+	if _, err := e.v.Verify(ctx, raw); err != nil {
+		t.Fatalf("after the interval: %v", err)
+	}
+	if n := sw.count(); n != 2 {
+		t.Errorf("%d JWKS requests, want 2", n)
+	}
+}
+
+// switchable counts requests and fails them while down.
+type switchable struct {
+	next http.RoundTripper
+
+	mu    sync.Mutex
+	down  bool
+	calls int
+}
+
+func (s *switchable) RoundTrip(r *http.Request) (*http.Response, error) {
+	s.mu.Lock()
+	s.calls++
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		return nil, errors.New("JWKS is down")
+	}
+	return s.next.RoundTrip(r)
+}
+
+func (s *switchable) setDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+}
+
+func (s *switchable) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+// A caller that gives up while the keys are fetched is answered at once,
+// and its abandoned fetch does not count as the issuer failing.
+func TestCancelledRefresh(t *testing.T) {
+	e := newEnv(t, nil)
 	ctx := t.Context()
 	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
 		t.Fatal(err)
 	}
 	e.iss.RotateKey()
-	// Right after the first fetch: this waits for the interval, then works.
-	if _, err := e.v.Verify(ctx, e.iss.MustMint(good(2))); err != nil {
-		t.Fatal(err)
-	}
-	// A cancelled caller does not wait.
-	e.iss.RotateKey()
+	raw := e.iss.MustMint(good(2))
+	e.clock.advance(refreshInterval)
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := e.v.Verify(cctx, e.iss.MustMint(good(2))); entra.ReasonOf(err) != entra.ReasonIssuerUnavailable {
+	if _, err := e.v.Verify(cctx, raw); entra.ReasonOf(err) != entra.ReasonIssuerUnavailable {
 		t.Errorf("cancelled verify: %v", err)
+	}
+	if _, err := e.v.Verify(ctx, raw); err != nil {
+		t.Errorf("the next caller: %v", err)
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package serve runs a component's HTTPS server, and beside it an optional
 // plain HTTP server for /healthz, /readyz and /metrics, until the context
-// ends; then it drains both.
+// ends; then it drains both. /metrics is served only on the health
+// listener, never on the main one. The health answers are fixed texts: no
+// internal error reaches them.
 package serve
 
 import (
@@ -10,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,19 +20,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// DefaultMaxHeaderBytes is the MaxHeaderBytes Run gives servers that left
+// it zero, instead of net/http's 1 MiB. Entra access tokens are a few KiB
+// and reach about 12 KiB with the 200 groups they carry before overage;
+// pkg/entra refuses tokens over 64 KiB. 256 KiB fits such a token several
+// times over, plus kubectl's headers and Impersonate-* headers with
+// hundreds of groups, while bounding what one connection can make a
+// server buffer before any handler runs. It also caps HTTP/2 header lists
+// (SETTINGS_MAX_HEADER_LIST_SIZE).
+const DefaultMaxHeaderBytes = 256 << 10
+
 // Config says what to serve where. Server and Listen are required; every
 // other zero value means the documented default.
 type Config struct {
 	// Server is the main server; its TLSConfig holds the certificate
-	// (Certificates or GetCertificate).
+	// (Certificates or GetCertificate). A zero MaxHeaderBytes is set to
+	// DefaultMaxHeaderBytes.
 	Server *http.Server
 	// Listen is the main server's address.
 	Listen string
 	// HealthListen is the plain health and metrics address; empty: none.
 	HealthListen string
 	// Registry is served at /metrics on HealthListen; nil means the Go
-	// runtime and process metrics of NewRegistry.
+	// runtime and process metrics of NewRegistry. Unused with Health.
 	Registry *prometheus.Registry
+	// Health, if not nil, serves HealthListen instead of the built-in
+	// /healthz and /readyz (which answer a fixed "ok") and /metrics: a
+	// component's own checks. Its answers should say "not ready" and keep
+	// the reason for the log: the health listener is not authenticated.
+	Health http.Handler
 	// ShutdownTimeout bounds the drain once the context ends; zero means
 	// no drain: connections are closed at once.
 	ShutdownTimeout time.Duration
@@ -69,6 +88,9 @@ func Run(ctx context.Context, c Config, started func(addr, health string)) error
 	if name == "" {
 		name = "server"
 	}
+	if c.Server.MaxHeaderBytes == 0 {
+		c.Server.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
@@ -84,16 +106,20 @@ func Run(ctx context.Context, c Config, started func(addr, health string)) error
 			return fmt.Errorf("listen on %s: %w", c.HealthListen, err)
 		}
 		healthAddr = hln.Addr().String()
-		reg := c.Registry
-		if reg == nil {
-			reg = NewRegistry()
+		handler := c.Health
+		if handler == nil {
+			reg := c.Registry
+			if reg == nil {
+				reg = NewRegistry()
+			}
+			mux := http.NewServeMux()
+			ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
+			mux.HandleFunc("GET /healthz", ok)
+			mux.HandleFunc("GET /readyz", ok)
+			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+			handler = mux
 		}
-		mux := http.NewServeMux()
-		ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
-		mux.HandleFunc("GET /healthz", ok)
-		mux.HandleFunc("GET /readyz", ok)
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		health := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		health := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
 		servers = append(servers, health)
 		go func() { errc <- health.Serve(hln) }()
 	}
@@ -130,4 +156,34 @@ func Run(ctx context.Context, c Config, started func(addr, health string)) error
 	}
 	log.Info(name + " stopped")
 	return errors.Join(errs...)
+}
+
+// BodyDeadline returns h with a deadline of d for reading each request's
+// body, for endpoints that take a small body and do not stream, so that a
+// client trickling its body cannot hold a connection and a handler: when
+// the deadline passes, the handler's body read fails with an error that
+// is a timeout (os.ErrDeadlineExceeded; answer 408, see IsTimeout), and
+// on HTTP/1 the server closes the connection after the answer. It replaces
+// the server's ReadTimeout for these requests. Once the body has been read
+// to its end the deadline no longer matters: net/http clears it for its
+// background read of an HTTP/1 connection, and an HTTP/2 stream's applies
+// to the body only, so a handler that takes longer than d afterwards keeps
+// its request's context. A zero or negative d returns h; so does a writer
+// that cannot set deadlines (a test recorder) in effect.
+func BodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	if d <= 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ErrNotSupported (a writer without a connection): serve as is.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// IsTimeout reports whether err, from reading a request body, is a read
+// deadline passing (BodyDeadline's, or the server's ReadTimeout).
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }

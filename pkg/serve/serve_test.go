@@ -57,7 +57,10 @@ type running struct {
 func start(t *testing.T, c Config, h http.Handler) (*running, *http.Client) {
 	t.Helper()
 	cert, client := selfSigned(t)
-	c.Server = &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	if c.Server == nil {
+		c.Server = &http.Server{}
+	}
+	c.Server.Handler, c.Server.TLSConfig = h, &tls.Config{Certificates: []tls.Certificate{cert}}
 	c.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
@@ -123,6 +126,31 @@ func TestHealthDefaults(t *testing.T) {
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// A component's own Health handler serves the health listener, and
+// /metrics stays off the main listener.
+func TestHealthHandler(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+	})
+	r, client := start(t, Config{HealthListen: "127.0.0.1:0", Health: mux}, http.NotFoundHandler())
+	for url, want := range map[string]int{
+		"http://" + r.health + "/readyz":  http.StatusServiceUnavailable,
+		"http://" + r.health + "/healthz": http.StatusNotFound, // the component's handler, not the built-in
+		"https://" + r.addr + "/metrics":  http.StatusNotFound,
+		"http://" + r.health + "/metrics": http.StatusNotFound,
+	} {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: HTTP %d, want %d", url, resp.StatusCode, want)
+		}
 	}
 }
 

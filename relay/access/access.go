@@ -1,80 +1,29 @@
-// Package access decides what a principal may do on a cluster: Arc's
+// Package access decides what a principal may do: on a cluster, from Arc's
 // built-in roles, custom role definitions with * wildcards and
-// not-data-actions, and the role assignments of a cluster (at cluster or
-// namespace scope). The agent API's checkAccess (for guard) and the
-// management API's role calls both use it.
+// not-data-actions, and the role assignments of the cluster (at cluster or
+// namespace scope); on the relay, from the management roles (Owner,
+// Contributor, Reader) of relay-scope assignments and API tokens. The agent
+// API's checkAccess (for guard), the relay's front door (CanConnect) and
+// the management API all use it. Assignments that have expired grant
+// nothing, before any sweep deletes them.
 package access
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
-const prefix = api.ActionPrefix
-
-func actions(items ...string) []string {
-	out := make([]string, len(items))
-	for i, s := range items {
-		out[i] = prefix + s
-	}
-	return out
-}
-
-// Workload resources the built-in roles cover (core, then named groups).
-var (
-	coreRead = []string{"configmaps", "endpoints", "events", "limitranges", "namespaces", "persistentvolumeclaims",
-		"pods", "pods/log", "pods/status", "replicationcontrollers", "resourcequotas", "serviceaccounts", "services"}
-	groupsAll = []string{"apps", "autoscaling", "batch", "extensions", "networking.k8s.io", "policy", "discovery.k8s.io", "events.k8s.io"}
-	coreWrite = []string{"configmaps", "endpoints", "events", "persistentvolumeclaims", "pods", "replicationcontrollers",
-		"secrets", "serviceaccounts", "services"}
-)
-
-func viewerActions() []string {
-	var a []string
-	for _, r := range coreRead {
-		a = append(a, prefix+r+"/read")
-	}
-	for _, g := range groupsAll {
-		a = append(a, prefix+g+"/*/read")
-	}
-	return a
-}
-
-func writerActions() []string {
-	a := viewerActions()
-	for _, r := range coreWrite {
-		a = append(a, prefix+r+"/*")
-	}
-	for _, g := range groupsAll {
-		a = append(a, prefix+g+"/*")
-	}
-	return a
-}
-
-// BuiltInNames are the built-in roles, in the order lists show them.
-var BuiltInNames = []string{api.RoleViewer, api.RoleWriter, api.RoleAdmin, api.RoleClusterAdmin}
-
-// BuiltIn are Arc's four roles for connected clusters.
-var BuiltIn = map[string]api.Role{
-	api.RoleViewer: {Name: api.RoleViewer, BuiltIn: true, Description: "Read most objects in a namespace; not secrets, roles or role bindings.",
-		DataActions: viewerActions()},
-	api.RoleWriter: {Name: api.RoleWriter, BuiltIn: true, Description: "Read and write most objects in a namespace, secrets included; not roles or role bindings.",
-		DataActions: writerActions()},
-	api.RoleAdmin: {Name: api.RoleAdmin, BuiltIn: true, Description: "Writer plus roles and role bindings; meant to be granted within a namespace.",
-		DataActions: append(writerActions(), actions("rbac.authorization.k8s.io/roles/*", "rbac.authorization.k8s.io/rolebindings/*",
-			"authorization.k8s.io/localsubjectaccessreviews/write")...)},
-	api.RoleClusterAdmin: {Name: api.RoleClusterAdmin, BuiltIn: true, Description: "Everything, in every namespace and at cluster scope.",
-		DataActions: []string{prefix + "*"}},
-}
-
 // MatchAction reports whether action matches pattern, where * matches any
-// run of characters ("/" included): ".../apps/*/read" matches
-// ".../apps/deployments/read". Case does not matter.
+// run of characters ("/" included, as in Azure): ".../apps/*/read" matches
+// ".../apps/deployments/read" and ".../apps/deployments/scale/read". Case
+// does not matter.
 func MatchAction(pattern, action string) bool {
 	p, a := 0, 0
 	star, mark := -1, 0
@@ -137,20 +86,43 @@ func FromStore(d *store.RoleDefinition) api.Role {
 // AssignmentFromStore is the API view of a stored role assignment.
 func AssignmentFromStore(a *store.RoleAssignment) api.RoleAssignment {
 	return api.RoleAssignment{ID: a.ID, Role: a.Role, PrincipalID: a.PrincipalID, PrincipalType: a.PrincipalType,
-		Cluster: a.Cluster, Namespace: a.Namespace, CreatedAt: a.CreatedAt}
+		Cluster: a.Cluster, Namespace: a.Namespace, CreatedAt: a.CreatedAt, ExpiresAt: a.ExpiresAt, CreatedBy: a.CreatedBy}
 }
 
-// Resolve finds a role by name: built-in, or custom from the store
-// (store.ErrNotFound when neither).
+// Resolve finds a role by name: built-in (cluster or management), or custom
+// from the store (store.ErrNotFound when neither).
 func Resolve(ctx context.Context, st store.Store, name string) (api.Role, error) {
 	if b, ok := BuiltIn[name]; ok {
 		return b, nil
+	}
+	if m, ok := Management[name]; ok {
+		return m, nil
 	}
 	d, err := st.GetRole(ctx, name)
 	if err != nil {
 		return api.Role{}, err
 	}
 	return FromStore(d), nil
+}
+
+// clusterRole resolves the role of an assignment on a cluster: a
+// management role there grants nothing (ok false), nor does a custom role
+// that no longer exists.
+func clusterRole(ctx context.Context, st store.Store, a *store.RoleAssignment, log *slog.Logger) (api.Role, bool, error) {
+	if IsManagement(a.Role) {
+		return api.Role{}, false, nil
+	}
+	r, err := Resolve(ctx, st, a.Role)
+	if errors.Is(err, store.ErrNotFound) {
+		if log != nil {
+			log.Warn("role assignment names a missing role", "id", a.ID, "role", a.Role)
+		}
+		return api.Role{}, false, nil
+	}
+	if err != nil {
+		return api.Role{}, false, err
+	}
+	return r, true, nil
 }
 
 // CheckRequest validates a checkAccess request.
@@ -161,49 +133,60 @@ func CheckRequest(req *api.CheckAccessRequest) error {
 	return nil
 }
 
-// Decide answers each action of req from the role assignments of cluster.
-// An assignment naming a role that no longer exists grants nothing.
-func Decide(ctx context.Context, st store.Store, cluster string, req *api.CheckAccessRequest, log *slog.Logger) (api.CheckAccessResponse, error) {
+// Decide answers each action of req from the role assignments of cluster
+// that have not expired at now. An assignment naming a role that no longer
+// exists grants nothing; a store error is returned, not turned into
+// denials. Each allowed action rests on the longest-lasting assignment
+// that allows it (its reason names that one); ValidUntil is the earliest
+// expiry among those, zero when none expires. Denials need no bound:
+// expiry only takes access away.
+func Decide(ctx context.Context, st store.Store, cluster string, req *api.CheckAccessRequest, now time.Time, log *slog.Logger) (api.CheckAccessResponse, error) {
+	if cluster == "" {
+		return api.CheckAccessResponse{}, errors.New("access: Decide needs a cluster")
+	}
 	as, err := st.ListAssignments(ctx, cluster)
 	if err != nil {
 		return api.CheckAccessResponse{}, err
 	}
-	groups := map[string]bool{}
-	for _, g := range req.Subject.Groups {
-		groups[g] = true
-	}
+	groups := groupSet(req.Subject.Groups)
 	type grant struct {
-		a    *store.RoleAssignment
+		basis
 		role api.Role
 	}
 	var grants []grant
 	for _, a := range as {
+		if a.Cluster != cluster || a.Expired(now) || !matches(a, req.Subject.OID, groups) {
+			continue
+		}
 		if a.Namespace != "" && a.Namespace != req.Namespace {
 			continue // a namespace assignment covers only that namespace
 		}
-		if (a.PrincipalType == api.PrincipalUser && a.PrincipalID != req.Subject.OID) || (a.PrincipalType == api.PrincipalGroup && !groups[a.PrincipalID]) {
-			continue
-		}
-		role, err := Resolve(ctx, st, a.Role)
+		role, ok, err := clusterRole(ctx, st, a, log)
 		if err != nil {
-			if log != nil {
-				log.Warn("role assignment names a missing role", "id", a.ID, "role", a.Role)
-			}
+			return api.CheckAccessResponse{}, err
+		}
+		if !ok {
 			continue
 		}
-		grants = append(grants, grant{a, role})
+		scope := "cluster " + cluster
+		if a.Namespace != "" {
+			scope = "namespace " + a.Namespace
+		}
+		grants = append(grants, grant{basis{role: a.Role, until: a.ExpiresAt, why: describe(a, scope)}, role})
 	}
 	out := api.CheckAccessResponse{Decisions: make([]api.Decision, 0, len(req.Actions))}
 	for _, action := range req.Actions {
 		d := api.Decision{Action: action, Reason: "no role assignment of cluster " + cluster + " allows " + action}
-		for _, g := range grants {
-			if Allows(g.role, action) {
-				scope := "cluster " + cluster
-				if g.a.Namespace != "" {
-					scope = "namespace " + g.a.Namespace
-				}
-				d.Allowed, d.Reason = true, fmt.Sprintf("%s assigned to %s %s at %s", g.role.Name, strings.ToLower(g.a.PrincipalType), g.a.PrincipalID, scope)
-				break
+		var best *grant
+		for i, g := range grants {
+			if Allows(g.role, action) && (best == nil || g.outlasts(best.basis)) {
+				best = &grants[i]
+			}
+		}
+		if best != nil {
+			d.Allowed, d.Reason = true, best.why
+			if u := best.until; !u.IsZero() && (out.ValidUntil.IsZero() || u.Before(out.ValidUntil)) {
+				out.ValidUntil = u
 			}
 		}
 		out.Decisions = append(out.Decisions, d)

@@ -6,6 +6,7 @@
 package agentapi
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -123,7 +124,20 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request) {
 		h.authFailed(w, name, err)
 		return
 	}
-	h.cfg.Plane.Accept(w, r, name, expires, log)
+	// Checked again once the tunnel is in the pool: a re-registration or
+	// delete that happened since (and closed the tunnels it knew of) wins.
+	valid := func(ctx context.Context) error {
+		c, err := h.cfg.Store.GetCluster(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return deleted(name)
+		}
+		if err != nil {
+			return nil // the store is down: the credential was good a moment ago
+		}
+		_, err = h.cfg.Agents.AuthenticateAgent(ctx, r, c)
+		return err
+	}
+	h.cfg.Plane.Accept(w, r, name, expires, valid, log)
 }
 
 // errTokenRefused carries the message for a refused registration token.
@@ -312,7 +326,7 @@ func (h *Handler) checkAccess(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out, err := access.Decide(r.Context(), h.cfg.Store, c.Name, &req, h.log)
+	out, err := access.Decide(r.Context(), h.cfg.Store, c.Name, &req, h.cfg.Now(), h.log)
 	if err != nil {
 		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
 		return

@@ -180,6 +180,11 @@ func (ca *CA) Issue(csr *x509.CertificateRequest, id Identity, now time.Time, li
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{id.uri()},
 	}
+	return ca.sign(tmpl, csr)
+}
+
+// sign issues tmpl for the CSR's key, PEM and parsed.
+func (ca *CA) sign(tmpl *x509.Certificate, csr *x509.CertificateRequest) ([]byte, *x509.Certificate, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
 	if err != nil {
 		return nil, nil, err

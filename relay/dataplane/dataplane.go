@@ -149,7 +149,13 @@ func (p *Plane) pool(name string, create bool) *tunnel.Pool {
 // and serves it until it closes, the relay shuts down, or expires (the
 // credential's end; zero means never) passes. log carries the connection's
 // attributes.
-func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, expires time.Time, log *slog.Logger) {
+//
+// valid re-checks the agent's credential once the tunnel is in the pool:
+// a re-registration (which revokes older certificates and closes their
+// tunnels) or a delete that raced with this connect must still win, so a
+// non-nil error closes the tunnel at once. Nil means only that the cluster
+// must still be registered.
+func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, expires time.Time, valid func(context.Context) error, log *slog.Logger) {
 	select {
 	case <-p.shutdown:
 		apistatus.Error(w, http.StatusServiceUnavailable, "relay is shutting down; reconnect later")
@@ -188,8 +194,19 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 		hookMu.Unlock()
 	}()
 	pl.Add(sess)
-	// A delete that raced with this connect must still win.
-	if ok, err := p.cfg.Registered(context.Background(), cluster); err == nil && !ok {
+	if valid == nil {
+		valid = func(ctx context.Context) error {
+			if ok, err := p.cfg.Registered(ctx, cluster); err == nil && !ok {
+				return errors.New("cluster deleted")
+			}
+			return nil
+		}
+	}
+	vctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = valid(vctx)
+	cancel()
+	if err != nil {
+		log.Warn("closing tunnel: its credential was revoked while it connected", "err", err)
 		sess.Close()
 	}
 	log.Info("agent tunnel connected", "tunnels", pl.Len(), "credential_expires", expires)
@@ -217,12 +234,31 @@ func (p *Plane) CloseTunnels(name, why string) {
 	p.log.Info("tunnels closed", "cluster", name, "why", why)
 }
 
-// ServeHTTP proxies kubectl's request into the cluster's tunnel. Nothing is
+// target is what ServeCluster tells the proxy's Rewrite: which cluster, and
+// which path prefix to remove.
+type target struct{ cluster, prefix string }
+
+type targetKey struct{}
+
+// ServeHTTP proxies a request for /clusters/{name}/… (the mux's pattern)
+// into the cluster's tunnel, the prefix removed.
+func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	p.ServeCluster(w, r, name, api.ClusterProxyPrefix+name)
+}
+
+// ClusterOf returns the cluster a request is for, once ServeCluster has it.
+func ClusterOf(r *http.Request) string {
+	t, _ := r.Context().Value(targetKey{}).(target)
+	return t.cluster
+}
+
+// ServeCluster proxies kubectl's request into the tunnel of cluster name,
+// with prefix (empty, or /clusters/<name>) removed from the path. Nothing is
 // looked up here: the proxy's dialer finds the cluster's pool when it needs a
 // new connection, and only when there is no tunnel does proxyError consult the
 // store to tell an unknown cluster (404) from a disconnected one (503).
-func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefix string) {
 	if !api.ValidClusterName(name) {
 		// It could not have been registered; and it becomes the proxy's Host.
 		p.reqs.WithLabelValues("404").Inc()
@@ -240,6 +276,7 @@ func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.inflight.Add(1)
 	p.mu.Unlock()
 	defer p.inflight.Done()
+	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, target{cluster: name, prefix: prefix}))
 	p.proxy.ServeHTTP(w, r)
 	if p.drainingTunnels.Load() > 0 {
 		// The connection this request used may belong to a draining
@@ -253,8 +290,9 @@ func notConnected(name string) string {
 }
 
 func (p *Plane) rewrite(pr *httputil.ProxyRequest) {
-	name := pr.In.PathValue("name")
-	rest := strings.TrimPrefix(pr.In.URL.EscapedPath(), api.ClusterProxyPrefix+name)
+	t, _ := pr.In.Context().Value(targetKey{}).(target)
+	name := t.cluster
+	rest := strings.TrimPrefix(pr.In.URL.EscapedPath(), t.prefix)
 	if rest == "" {
 		rest = "/"
 	}
@@ -267,6 +305,11 @@ func (p *Plane) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Path = path
 	pr.Out.URL.RawPath = rest
 	pr.Out.Host = name
+	// The apiserver's audit log records the real client: the address the
+	// relay saw, never a value the client sent (Rewrite has removed those).
+	pr.SetXForwarded()
+	pr.Out.Header.Del("X-Forwarded-Host")
+	pr.Out.Header.Del("X-Forwarded-Proto")
 }
 
 // dialCluster is the proxy transport's dialer: the "host" is a cluster name.
@@ -292,7 +335,7 @@ func busy(err error) bool {
 }
 
 func (p *Plane) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	name := r.PathValue("name")
+	name := ClusterOf(r)
 	if r.Context().Err() != nil {
 		// The client went away; there is nobody to answer.
 		p.reqs.WithLabelValues("499").Inc()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/serve"
 )
 
 // Write answers v as JSON with the given status code.
@@ -27,6 +28,10 @@ func Decode(w http.ResponseWriter, r *http.Request, v any, limit int64, example 
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if serve.IsTimeout(err) {
+			apistatus.Error(w, http.StatusRequestTimeout, "the request body did not arrive in time: send it at once")
+			return false
+		}
 		shape := "of the documented shape"
 		if example != "" {
 			shape = "like " + example

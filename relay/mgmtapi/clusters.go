@@ -14,6 +14,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/relay/access"
 	"github.com/clusterconnect/clusterconnect/relay/httpjson"
 	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/store"
@@ -275,26 +276,31 @@ func (h *Handler) deleteCluster(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The cluster's role assignments go with it, in the same transaction:
+	// a cluster created later under this name inherits none.
 	if err := h.cfg.Store.DeleteCluster(r.Context(), name); !storeOK(w, r, err) {
 		return
 	}
-	// The cluster's role assignments go with it.
-	if as, err := h.cfg.Store.ListAssignments(r.Context(), name); err == nil {
-		for _, a := range as {
-			_ = h.cfg.Store.DeleteAssignment(r.Context(), a.ID)
-		}
-	}
+	h.changed()
 	h.cfg.Plane.CloseTunnels(name, "cluster deleted; its certificates are revoked")
 	w.WriteHeader(http.StatusNoContent)
 }
 
 // Kubeconfig builds the kubeconfig for a cluster: the relay URL for it, the
-// relay's CA, and a context and user named after the cluster. The user entry
-// carries no credential; the caller adds theirs (connectctl kubeconfig --token).
-func Kubeconfig(externalURL string, caPEM []byte, name string) *clientcmdapi.Config {
+// relay's CA, and a context and user named after the cluster. With a
+// hostSuffix, the server is the relay's bare URL and the cluster is named by
+// the TLS server name <name>.<hostSuffix> (no DNS needed), so clients that
+// drop the server URL's path still reach it; without, the server URL carries
+// /clusters/<name>. The user entry carries no credential; the caller adds
+// theirs (connectctl kubeconfig).
+func Kubeconfig(externalURL string, caPEM []byte, name, hostSuffix string) *clientcmdapi.Config {
 	cfg := clientcmdapi.NewConfig()
 	cl := clientcmdapi.NewCluster()
 	cl.Server = api.ClusterServerURL(externalURL, name)
+	if hostSuffix != "" {
+		cl.Server = strings.TrimSuffix(externalURL, "/")
+		cl.TLSServerName = name + "." + hostSuffix
+	}
 	cl.CertificateAuthorityData = caPEM
 	cfg.Clusters[name] = cl
 	cfg.AuthInfos[name] = clientcmdapi.NewAuthInfo()
@@ -305,12 +311,28 @@ func Kubeconfig(externalURL string, caPEM []byte, name string) *clientcmdapi.Con
 	return cfg
 }
 
+// kubeconfig answers a cluster's kubeconfig to a caller that may read
+// clusters, or may connect to this one (Arc's listClusterUserCredential: a
+// user with only a role on the cluster gets its kubeconfig too). Others get
+// the same 403 for an unknown and a forbidden cluster.
 func (h *Handler) kubeconfig(w http.ResponseWriter, r *http.Request) {
+	if !access.MgmtAllows(callerRoles(r), access.OpRead) {
+		p := caller(r)
+		g, err := access.CanConnect(r.Context(), h.cfg.Store, r.PathValue("name"), p, h.cfg.Now())
+		if err != nil {
+			storeUnavailable(w, err)
+			return
+		}
+		if !g.Allowed {
+			apistatus.Write(w, http.StatusForbidden, api.ReasonForbidden, fmt.Sprintf("%s %s may not connect to cluster %q, or no such cluster is registered: ask an Owner for a role assignment on it", p.Kind, p.ID, r.PathValue("name")))
+			return
+		}
+	}
 	c, ok := h.lookup(w, r)
 	if !ok {
 		return
 	}
-	b, err := clientcmd.Write(*Kubeconfig(h.cfg.ExternalURL, h.cfg.CAPEM, c.Name))
+	b, err := clientcmd.Write(*Kubeconfig(h.cfg.ExternalURL, h.cfg.CAPEM, c.Name, h.cfg.HostSuffix))
 	if err != nil {
 		apistatus.Error(w, http.StatusInternalServerError, err.Error())
 		return

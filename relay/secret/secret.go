@@ -1,6 +1,7 @@
 // Package secret makes and checks the relay's bearer secrets: registration
 // and admin tokens are random, stored only as SHA-256 hashes, and compared in
-// constant time.
+// constant time. WriteFileAtomic writes a secret to a file that is never seen
+// half-written or with a looser mode.
 package secret
 
 import (
@@ -9,7 +10,10 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -39,4 +43,70 @@ func Bearer(r *http.Request) (string, bool) {
 	}
 	t := strings.TrimSpace(h[7:])
 	return t, t != ""
+}
+
+// WriteFileAtomic replaces path with data: it writes a temporary file in the
+// same directory with mode perm (set before any byte is written, whatever the
+// umask), syncs it, renames it over path and syncs the directory. A reader
+// sees the old file or the new one, never a part; after a crash path holds
+// one of the two.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeAtomic(path, data, perm, false)
+}
+
+// CreateFileAtomic is WriteFileAtomic for a file that must not exist yet: it
+// links the temporary file to path instead of renaming it over, and fails
+// with an error that matches fs.ErrExist when path exists. Of two racing
+// callers one wins; the other's data is dropped.
+func CreateFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeAtomic(path, data, perm, true)
+}
+
+func writeAtomic(path string, data []byte, perm os.FileMode, exclusive bool) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	// CreateTemp makes the file 0600; Chmod sets perm exactly (no umask).
+	if err = f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if exclusive {
+		// The temporary name goes whatever happens; path stays if linked.
+		err = os.Link(tmp, path)
+		os.Remove(tmp)
+	} else {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	syncDir(dir)
+	return nil
+}
+
+// syncDir makes a rename in dir durable; where directories cannot be synced
+// (Windows) it does nothing.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
 }

@@ -14,6 +14,7 @@ var (
 	metaBucket     = []byte("meta")
 	rolesBucket    = []byte("roles")
 	assignBucket   = []byte("roleassignments")
+	tokensBucket   = []byte("apitokens")
 	caKey          = []byte("cluster-ca")
 )
 
@@ -29,7 +30,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open store %s (is another relay using it?): %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{clustersBucket, rolesBucket, assignBucket} {
+		for _, b := range [][]byte{clustersBucket, rolesBucket, assignBucket, tokensBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -53,6 +54,9 @@ func (b *Bolt) CreateCluster(_ context.Context, c *Cluster) error {
 		bk := tx.Bucket(clustersBucket)
 		if bk.Get([]byte(c.Name)) != nil {
 			return fmt.Errorf("cluster %q: %w", c.Name, ErrExists)
+		}
+		if _, err := deleteWhere(tx, assignBucket, func(a *RoleAssignment) bool { return a.Cluster == c.Name }); err != nil {
+			return err
 		}
 		return bk.Put([]byte(c.Name), v)
 	})
@@ -142,11 +146,64 @@ func (b *Bolt) DeleteCluster(_ context.Context, name string) error {
 		if bk.Get([]byte(name)) == nil {
 			return fmt.Errorf("cluster %q: %w", name, ErrNotFound)
 		}
+		if _, err := deleteWhere(tx, assignBucket, func(a *RoleAssignment) bool { return a.Cluster == name }); err != nil {
+			return err
+		}
 		return bk.Delete([]byte(name))
 	})
 }
 
 func (b *Bolt) Close() error { return b.db.Close() }
+
+// deleteWhere deletes, within tx, the values of bucket that match and
+// returns them.
+func deleteWhere[T any](tx *bolt.Tx, bucket []byte, match func(*T) bool) ([]*T, error) {
+	bk := tx.Bucket(bucket)
+	var keys [][]byte
+	var out []*T
+	// Keys are collected first: a bucket must not change under ForEach.
+	err := bk.ForEach(func(k, b []byte) error {
+		v := new(T)
+		if err := json.Unmarshal(b, v); err != nil {
+			return err
+		}
+		if match(v) {
+			keys = append(keys, k)
+			out = append(out, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := bk.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// create stores v under a new key (ErrExists when it is taken); check, when
+// set, runs first in the same transaction.
+func create(db *bolt.DB, bucket []byte, key, what string, v any, check func(*bolt.Tx) error) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
+		}
+		bk := tx.Bucket(bucket)
+		if bk.Get([]byte(key)) != nil {
+			return fmt.Errorf("%s %q: %w", what, key, ErrExists)
+		}
+		return bk.Put([]byte(key), b)
+	})
+}
 
 func put(db *bolt.DB, bucket []byte, key string, v any) error {
 	b, err := json.Marshal(v)
@@ -214,7 +271,12 @@ func (b *Bolt) DeleteRole(_ context.Context, name string) error {
 }
 
 func (b *Bolt) CreateAssignment(_ context.Context, a *RoleAssignment) error {
-	return put(b.db, assignBucket, a.ID, a)
+	return create(b.db, assignBucket, a.ID, "role assignment", a, func(tx *bolt.Tx) error {
+		if a.Cluster != "" && tx.Bucket(clustersBucket).Get([]byte(a.Cluster)) == nil {
+			return fmt.Errorf("cluster %q: %w", a.Cluster, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 func (b *Bolt) DeleteAssignment(_ context.Context, id string) error {
@@ -223,4 +285,50 @@ func (b *Bolt) DeleteAssignment(_ context.Context, id string) error {
 
 func (b *Bolt) ListAssignments(_ context.Context, cluster string) ([]*RoleAssignment, error) {
 	return list(b.db, assignBucket, func(a *RoleAssignment) bool { return cluster == "" || a.Cluster == cluster })
+}
+
+func (b *Bolt) DeleteExpiredAssignments(_ context.Context, now time.Time) ([]*RoleAssignment, error) {
+	var out []*RoleAssignment
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		out, err = deleteWhere(tx, assignBucket, func(a *RoleAssignment) bool { return a.Expired(now) })
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (b *Bolt) CreateToken(_ context.Context, t *APIToken) error {
+	return create(b.db, tokensBucket, t.ID, "API token", t, nil)
+}
+
+func (b *Bolt) GetToken(_ context.Context, id string) (*APIToken, error) {
+	var t APIToken
+	if err := get(b.db, tokensBucket, id, "API token", &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func (b *Bolt) ListTokens(context.Context) ([]*APIToken, error) {
+	return list[APIToken](b.db, tokensBucket, nil)
+}
+
+func (b *Bolt) DeleteToken(_ context.Context, id string) error {
+	return del(b.db, tokensBucket, id, "API token")
+}
+
+func (b *Bolt) DeleteExpiredTokens(_ context.Context, now time.Time) (int, error) {
+	var n int
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		gone, err := deleteWhere(tx, tokensBucket, func(t *APIToken) bool { return t.Expired(now) })
+		n = len(gone)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

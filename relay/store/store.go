@@ -1,5 +1,6 @@
 // Package store keeps the relay's state: the registered clusters, their
-// registration tokens and certificate generations, and the cluster CA. Bolt is
+// registration tokens and certificate generations, the cluster CA, role
+// definitions and assignments, and API tokens. Bolt is
 // the embedded store of a single relay; a shared etcd store for many relays
 // implements the same interface.
 package store
@@ -10,10 +11,12 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned for a cluster that is not registered.
+// ErrNotFound is returned for a cluster (role, assignment, token) that does
+// not exist.
 var ErrNotFound = errors.New("not found")
 
-// ErrExists is returned when creating a cluster whose name is taken.
+// ErrExists is returned when creating a cluster whose name is taken (an
+// assignment or token whose ID is).
 var ErrExists = errors.New("already exists")
 
 // Cluster is a registered cluster.
@@ -80,16 +83,47 @@ type RoleDefinition struct {
 }
 
 // RoleAssignment grants a role to a principal (a user's object ID or a group
-// ID) on a cluster, or on one namespace of it.
+// ID) on a cluster, or on one namespace of it, or (Cluster "") a management
+// role on the relay as a whole.
 type RoleAssignment struct {
-	ID            string    `json:"id"`
-	Role          string    `json:"role"`
-	PrincipalID   string    `json:"principalId"`
-	PrincipalType string    `json:"principalType"` // User or Group
-	Cluster       string    `json:"cluster"`
-	Namespace     string    `json:"namespace,omitempty"`
-	CreatedAt     time.Time `json:"createdAt"`
+	ID            string `json:"id"`
+	Role          string `json:"role"`
+	PrincipalID   string `json:"principalId"`
+	PrincipalType string `json:"principalType"` // User or Group
+	// Cluster is empty for a management role (relay scope).
+	Cluster   string    `json:"cluster"`
+	Namespace string    `json:"namespace,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	// ExpiresAt ends the assignment; zero means never. It is expired once
+	// ExpiresAt is not after now (see Expired).
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// CreatedBy is the principal that made the assignment (kind:id).
+	CreatedBy string `json:"createdBy,omitempty"`
 }
+
+// Expired reports whether the assignment has expired at now.
+func (a *RoleAssignment) Expired(now time.Time) bool {
+	return !a.ExpiresAt.IsZero() && !a.ExpiresAt.After(now)
+}
+
+// APIToken is an API token for the management API. The secret is shown once
+// at creation and never stored.
+type APIToken struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Role is the token's management role (Owner, Contributor or Reader).
+	Role string `json:"role"`
+	// Hash is the SHA-256 (hex) of the whole token, as secret.Hash makes it.
+	Hash      string    `json:"hash"`
+	CreatedAt time.Time `json:"createdAt"`
+	// ExpiresAt is required: a token without one counts as expired.
+	ExpiresAt time.Time `json:"expiresAt"`
+	CreatedBy string    `json:"createdBy,omitempty"`
+}
+
+// Expired reports whether the token has expired at now; a token without an
+// expiry has (fail closed).
+func (t *APIToken) Expired(now time.Time) bool { return !now.Before(t.ExpiresAt) }
 
 // MaxEvents bounds Cluster.Events.
 const MaxEvents = 20
@@ -110,12 +144,18 @@ type CA struct {
 
 // Store is the relay's persistent state. Every method is safe for concurrent use.
 type Store interface {
+	// CreateCluster stores a new cluster (ErrExists when the name is taken).
+	// Role assignments left over under its name (by versions that deleted
+	// them after the cluster) are deleted in the same transaction.
 	CreateCluster(ctx context.Context, c *Cluster) error
 	GetCluster(ctx context.Context, name string) (*Cluster, error)
 	ListClusters(ctx context.Context) ([]*Cluster, error)
 	// UpdateCluster reads the cluster, lets update change it, and writes it
 	// back atomically; an error from update aborts without writing.
 	UpdateCluster(ctx context.Context, name string, update func(*Cluster) error) (*Cluster, error)
+	// DeleteCluster deletes the cluster and its role assignments in one
+	// transaction, so that a cluster registered later under the same name
+	// inherits none.
 	DeleteCluster(ctx context.Context, name string) error
 	// InitCA stores ca unless a CA is stored already, and returns the stored one.
 	InitCA(ctx context.Context, ca *CA) (*CA, error)
@@ -125,9 +165,26 @@ type Store interface {
 	GetRole(ctx context.Context, name string) (*RoleDefinition, error)
 	ListRoles(ctx context.Context) ([]*RoleDefinition, error)
 	DeleteRole(ctx context.Context, name string) error
+	// CreateAssignment stores a new assignment: ErrExists when its ID is
+	// taken, ErrNotFound when it names a cluster that is not registered
+	// (checked in the same transaction, so it cannot outlive a concurrent
+	// DeleteCluster).
 	CreateAssignment(ctx context.Context, a *RoleAssignment) error
 	DeleteAssignment(ctx context.Context, id string) error
-	// ListAssignments returns the assignments of a cluster ("" = all).
+	// ListAssignments returns the assignments of a cluster ("" = all, those
+	// of relay scope included: their Cluster is "").
 	ListAssignments(ctx context.Context, cluster string) ([]*RoleAssignment, error)
+	// DeleteExpiredAssignments deletes the assignments expired at now (see
+	// RoleAssignment.Expired) and returns them.
+	DeleteExpiredAssignments(ctx context.Context, now time.Time) ([]*RoleAssignment, error)
+
+	// CreateToken stores a new API token (ErrExists when its ID is taken).
+	CreateToken(ctx context.Context, t *APIToken) error
+	GetToken(ctx context.Context, id string) (*APIToken, error)
+	ListTokens(ctx context.Context) ([]*APIToken, error)
+	DeleteToken(ctx context.Context, id string) error
+	// DeleteExpiredTokens deletes the tokens expired at now (see
+	// APIToken.Expired) and returns how many.
+	DeleteExpiredTokens(ctx context.Context, now time.Time) (int, error)
 	Close() error
 }

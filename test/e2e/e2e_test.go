@@ -44,8 +44,14 @@ func TestKubeconfigPointsAtRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
-	if want := shared.relay.URL + "/clusters/e2e"; c.Server != want {
-		t.Fatalf("kubeconfig server = %q, want %q", c.Server, want)
+	// The cluster is named by the TLS server name, so clients that drop the
+	// server URL's path (kubectl --raw before 1.34, kubectl proxy) reach it.
+	if c.Server != shared.relay.URL || c.TLSServerName != "e2e.clusters.relay.internal" {
+		t.Fatalf("kubeconfig server = %q, tls-server-name %q; want %q and e2e.clusters.relay.internal", c.Server, c.TLSServerName, shared.relay.URL)
+	}
+	u := cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo]
+	if u.Token != "" || u.Exec == nil || u.Exec.Args[0] != "kube-credential" {
+		t.Fatalf("kubeconfig user should run connectctl kube-credential (token mode): %+v", u)
 	}
 	ca, _ := os.ReadFile(shared.relay.CAFile())
 	if string(c.CertificateAuthorityData) != string(ca) {
@@ -56,13 +62,9 @@ func TestKubeconfigPointsAtRelay(t *testing.T) {
 // proxied200 reads the relay's count of proxied requests answered 200.
 func proxied200(t *testing.T, r *harness.Relay) float64 {
 	t.Helper()
-	cfg, err := r.TLSConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{TLSClientConfig: cfg}
+	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Get(r.URL + "/metrics")
+	resp, err := (&http.Client{Transport: tr}).Get(r.HealthURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,16 +230,16 @@ func TestUnknownClusterIs404(t *testing.T) {
 	ctx := harness.TestContext(t)
 	cfg, _ := clientcmd.LoadFromFile(shared.kubeconfig)
 	for _, c := range cfg.Clusters {
-		c.Server = shared.relay.URL + "/clusters/no-such-cluster"
+		c.TLSServerName = "no-such-cluster.clusters.relay.internal"
 	}
 	path := filepath.Join(t.TempDir(), "kc")
 	clientcmd.WriteToFile(*cfg, path)
 	if _, stderr, err := kubectl.Run(ctx, path, nil, nil, "get", "ns"); err == nil || !strings.Contains(stderr, "NotFound") {
 		t.Fatalf("kubectl get ns on an unknown cluster: err=%v stderr=%s", err, stderr)
 	}
-	// kubectl's discovery hides a 404's message; a raw GET (whose path is
-	// taken from the host's root) shows the relay's Status.
-	_, stderr, err := kubectl.Run(ctx, path, nil, nil, "get", "--raw", "/clusters/no-such-cluster/api/v1/namespaces")
+	// kubectl's discovery hides a 404's message; a raw GET shows the
+	// relay's Status (the caller is the admin, an Owner: it may know).
+	_, stderr, err := kubectl.Run(ctx, path, nil, nil, "get", "--raw", "/api/v1/namespaces")
 	if err == nil || !strings.Contains(stderr, "Error from server (NotFound)") || !strings.Contains(stderr, `cluster "no-such-cluster" is not registered with this relay`) {
 		t.Fatalf("kubectl on an unknown cluster: err=%v stderr=%s", err, stderr)
 	}

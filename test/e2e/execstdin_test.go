@@ -15,7 +15,7 @@ import (
 func TestExecLargeStdinMessage(t *testing.T) {
 	ctx := harness.TestContext(t)
 	tg := viaRelay(t, ctx)
-	tc, err := shared.relay.TLSConfig()
+	tc, err := shared.relay.DataTLSConfig(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

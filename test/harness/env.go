@@ -80,6 +80,10 @@ func (s suite) Run() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// connectctl kube-credential caches relay client certificates in the
+	// user cache directory: keep the suite's own, gone with it (not
+	// XDG_CACHE_HOME, which the Go build cache and the tools cache use).
+	os.Setenv("CONNECTCTL_CACHE_DIR", filepath.Join(dir, "connectctl-cache"))
 	env := &Env{
 		Name:   s.name,
 		Dir:    dir,

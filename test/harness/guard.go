@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/guard/apiserverconfig"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
 	"github.com/clusterconnect/clusterconnect/test/proc"
 )
@@ -50,6 +51,9 @@ type Guard struct {
 	port, health int
 	opts         GuardOptions
 	env          *Env
+	// clientCA verifies the apiserver's webhook client certificate (from
+	// guard config); empty for a guard no apiserver calls.
+	clientCA string
 }
 
 // NewGuard picks guard's ports and makes its serving certificate; it
@@ -95,6 +99,7 @@ func (g *Guard) APIServerFlags(ctx context.Context, outDir, failurePolicy string
 	if len(flags) != 3 {
 		return nil, fmt.Errorf("guard config printed %d flags:\n%s", len(flags), b)
 	}
+	g.clientCA = filepath.Join(outDir, apiserverconfig.ClientCAFile)
 	return flags, nil
 }
 
@@ -107,13 +112,19 @@ func (g *Guard) Start(ctx context.Context, r *Relay, id *Identity) error {
 		"--health-listen", "127.0.0.1:" + strconv.Itoa(g.health),
 		"--tls-cert-file", g.TLS.CertFile, "--tls-key-file", g.TLS.KeyFile,
 	}
-	args = append(args, o.Issuer.verifierArgs(o.Tenant, o.Audiences)...)
+	args = append(args, o.Issuer.VerifierArgs(o.Tenant, o.Audiences)...)
 	args = append(args,
 		"--relay-url", r.URL,
 		"--client-cert-file", id.CertFile, "--client-key-file", id.KeyFile, "--relay-ca-file", id.CAFile,
 		"--relay-timeout", "2s",
 		"--shutdown-timeout", "2s",
 		"--log-level", "debug")
+	if g.clientCA != "" {
+		args = append(args, "--webhook-client-ca-file", g.clientCA)
+	} else {
+		// Called directly by tests, never by an apiserver.
+		args = append(args, "--allow-anonymous-webhook-clients")
+	}
 	if o.AllowedTTL > 0 {
 		args = append(args, "--allowed-ttl", o.AllowedTTL.String())
 	}

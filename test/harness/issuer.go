@@ -34,8 +34,9 @@ func (e *Env) StartIssuer(opts *oidc.Options) (*Issuer, error) {
 	return i, nil
 }
 
-// verifierArgs are the token-verifier flags kube-aad-proxy and guard share.
-func (i *Issuer) verifierArgs(tenant string, audiences []string) []string {
+// VerifierArgs are the token-verifier flags kube-aad-proxy, guard and the
+// relay share (pkg/entra.Options).
+func (i *Issuer) VerifierArgs(tenant string, audiences []string) []string {
 	args := []string{
 		"--issuer-url", i.URL, "--v1-issuer-url", i.V1Base(), "--issuer-ca-file", i.CAFile,
 		"--tenant", tenant,

@@ -90,7 +90,7 @@ func (e *Env) StartProxy(ctx context.Context, opts ProxyOptions) (*Proxy, error)
 		"--tls-cert-file", files.CertFile, "--tls-key-file", files.KeyFile,
 		"--kubeconfig", kc,
 	}
-	args = append(args, opts.Issuer.verifierArgs(opts.Tenant, opts.Audiences)...)
+	args = append(args, opts.Issuer.VerifierArgs(opts.Tenant, opts.Audiences)...)
 	if opts.GraphClientID != "" {
 		secret := filepath.Join(dir, "graph-secret")
 		if err := os.WriteFile(secret, []byte(opts.GraphClientSecret+"\n"), 0o600); err != nil {

@@ -2,8 +2,12 @@ package harness
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +48,8 @@ type Relay struct {
 	// Port is its port on 127.0.0.1 and URL https://127.0.0.1:<Port>.
 	Port int
 	URL  string
+	// HealthURL is its --health-listen: /readyz and /metrics.
+	HealthURL string
 	// DataDir is the relay's --data-dir.
 	DataDir string
 	// Config is connectctl's config file, logged in to this relay.
@@ -51,6 +58,9 @@ type Relay struct {
 	env        *Env
 	extraArgs  []string
 	kubeconfig atomic.Int64
+
+	certMu sync.Mutex
+	cert   *tls.Certificate // the admin's relay client certificate
 }
 
 // StartRelay starts a relay and waits until it is ready and connectctl is
@@ -69,9 +79,14 @@ func (e *Env) StartRelay(ctx context.Context, opts *RelayOptions) (*Relay, error
 			return nil, err
 		}
 	}
+	healthPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	r := &Relay{
 		Port:      o.Port,
 		URL:       "https://127.0.0.1:" + strconv.Itoa(o.Port),
+		HealthURL: "http://127.0.0.1:" + strconv.Itoa(healthPort),
 		DataDir:   dir,
 		Config:    filepath.Join(dir, "connectctl.yaml"),
 		env:       e,
@@ -89,6 +104,7 @@ func (e *Env) StartRelay(ctx context.Context, opts *RelayOptions) (*Relay, error
 func (r *Relay) Start(ctx context.Context) error {
 	p, err := proc.Start(slog.New(slog.DiscardHandler), "relay", r.env.Binary("relay"), filepath.Join(r.DataDir, "relay.log"), append([]string{
 		"--listen", "127.0.0.1:" + strconv.Itoa(r.Port),
+		"--health-listen", strings.TrimPrefix(r.HealthURL, "http://"),
 		"--data-dir", r.DataDir,
 		"--external-url", r.URL,
 		"--keepalive-interval", "1s", "--keepalive-timeout", "2s",
@@ -100,9 +116,7 @@ func (r *Relay) Start(ctx context.Context) error {
 	}
 	r.Proc = p
 	r.env.OnStop(p.Stop)
-	// The CA file may not exist before the first /readyz: this poll only
-	// waits, it does not check whom it talks to.
-	if err := WaitHTTP(ctx, p, r.URL+"/readyz", &tls.Config{InsecureSkipVerify: true}); err != nil {
+	if err := WaitHTTP(ctx, p, r.HealthURL+"/readyz", nil); err != nil {
 		p.Stop()
 		return fmt.Errorf("start relay: %w", err)
 	}
@@ -227,12 +241,65 @@ func (r *Relay) WaitGone(ctx context.Context, name string) error {
 	})
 }
 
-// WaitReachable waits until GET /clusters/<name>/version through the
-// relay, with bearer token, answers 200: the whole data path (relay,
-// tunnel, agent and whatever its upstream is) works. It gives up after
-// 30 s.
-func (r *Relay) WaitReachable(ctx context.Context, name, token string) error {
+// ClientCertificate is a relay client certificate of the admin (token
+// mode's relay identity), from the management API as connectctl
+// kube-credential gets it; it is fetched once per relay process.
+func (r *Relay) ClientCertificate(ctx context.Context) (tls.Certificate, error) {
+	r.certMu.Lock()
+	defer r.certMu.Unlock()
+	if r.cert != nil {
+		return *r.cert, nil
+	}
+	cl, err := r.Client()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cr, err := cl.ClientCertificate(ctx, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("relay client certificate: %w", err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	c, err := tls.X509KeyPair([]byte(cr.Certificate), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	r.cert = &c
+	return c, nil
+}
+
+// DataTLSConfig trusts the relay's CA and presents the admin's relay client
+// certificate: what a request to a cluster through the relay needs besides
+// the cluster's own bearer token.
+func (r *Relay) DataTLSConfig(ctx context.Context) (*tls.Config, error) {
 	cfg, err := r.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.ClientCertificate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Certificates = []tls.Certificate{c}
+	return cfg, nil
+}
+
+// WaitReachable waits until GET /clusters/<name>/version through the
+// relay, with bearer token and the admin's relay client certificate,
+// answers 200: the whole data path (relay, tunnel, agent and whatever its
+// upstream is) works. It gives up after 30 s.
+func (r *Relay) WaitReachable(ctx context.Context, name, token string) error {
+	cfg, err := r.DataTLSConfig(ctx)
 	if err != nil {
 		return err
 	}

@@ -91,7 +91,9 @@ func setup(ctx context.Context, e *harness.Env) (err error) {
 		GraphClientID: graphApp, GraphClientSecret: graphSecret}); err != nil {
 		return err
 	}
-	if shared.relay, err = env.StartRelay(ctx, nil); err != nil {
+	// The relay verifies Entra tokens too (Entra mode at the front door).
+	relayArgs := append(shared.issuer.VerifierArgs(tenant, []string{clientID, appIDURI}), "--jwks-min-refresh-interval", "5s")
+	if shared.relay, err = env.StartRelay(ctx, &harness.RelayOptions{ExtraArgs: relayArgs}); err != nil {
 		return err
 	}
 	// The agent's "kube" upstream is kube-aad-proxy; it keeps its identity

@@ -1,0 +1,253 @@
+// Package frontdoor admits requests to clusters before a stream is opened:
+// every caller proves a relay identity (an Entra token, or a relay client
+// certificate beside a service-account token), must hold the connect action
+// on the cluster, and stays within its limits; each admitted or refused
+// request leaves an audit record. Refusals cost the cluster's agent nothing:
+// no stream is opened and nothing is dialled.
+package frontdoor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/relay/access"
+	"github.com/clusterconnect/clusterconnect/relay/audit"
+	"github.com/clusterconnect/clusterconnect/relay/authn"
+	"github.com/clusterconnect/clusterconnect/relay/dataplane"
+	"github.com/clusterconnect/clusterconnect/relay/limits"
+	"github.com/clusterconnect/clusterconnect/relay/store"
+)
+
+// Config wires a Door. Authn, Store and Plane are required.
+type Config struct {
+	Authn *authn.Authenticator
+	Store store.Store
+	Plane *dataplane.Plane
+	// Limits; nil means no limits.
+	Limits *limits.Limiter
+	// Audit receives one record per request; nil means none.
+	Audit *audit.Log
+	// HostSuffix, when set, lets a request name its cluster by the TLS
+	// server name (or Host) <cluster>.<HostSuffix> instead of the path, for
+	// clients that drop the server URL's path (kubectl --raw before 1.34,
+	// kubectl proxy, Lens).
+	HostSuffix string
+	// DecisionTTL is how long an admission decision is reused for the same
+	// principal and cluster; zero means 5 s. A decision never outlives the
+	// assignment it rests on.
+	DecisionTTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil means discard.
+	Logger *slog.Logger
+}
+
+// Door is the data path's front door: an http.Handler for /clusters/{name}/…
+// and, through ClusterByHost, for per-cluster host names.
+type Door struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	decisions map[decisionKey]decision
+}
+
+type decisionKey struct{ kind, id, cluster string }
+
+type decision struct {
+	grant   access.Grant
+	expires time.Time
+}
+
+// maxDecisions bounds the decision cache; when full it starts over.
+const maxDecisions = 100_000
+
+// New returns a Door.
+func New(cfg Config) (*Door, error) {
+	if cfg.Authn == nil || cfg.Store == nil || cfg.Plane == nil {
+		return nil, errors.New("frontdoor: Authn, Store and Plane are required")
+	}
+	if cfg.DecisionTTL == 0 {
+		cfg.DecisionTTL = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.HostSuffix = strings.Trim(strings.ToLower(cfg.HostSuffix), ".")
+	return &Door{cfg: cfg, log: cfg.Logger, decisions: map[decisionKey]decision{}}, nil
+}
+
+// ClusterByHost returns the cluster a request names by its TLS server name,
+// or else its Host header, as <cluster>.<HostSuffix>.
+func (d *Door) ClusterByHost(r *http.Request) (string, bool) {
+	if d.cfg.HostSuffix == "" {
+		return "", false
+	}
+	for _, h := range []string{serverName(r), r.Host} {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
+		h = strings.TrimSuffix(strings.ToLower(h), ".")
+		if name, ok := strings.CutSuffix(h, "."+d.cfg.HostSuffix); ok && name != "" && !strings.Contains(name, ".") {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func serverName(r *http.Request) string {
+	if r.TLS == nil {
+		return ""
+	}
+	return r.TLS.ServerName
+}
+
+// ServeHTTP admits and proxies a request for /clusters/{name}/….
+func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	d.Serve(w, r, name, api.ClusterProxyPrefix+name)
+}
+
+// ServeHost admits and proxies a request whose host names the cluster.
+func (d *Door) ServeHost(w http.ResponseWriter, r *http.Request, name string) {
+	d.Serve(w, r, name, "")
+}
+
+// Serve admits a request for cluster name and proxies it with prefix
+// removed from its path.
+func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string) {
+	start := d.cfg.Now()
+	rec := api.AuditRecord{Time: start.UTC(), Kind: api.AuditRequest, Cluster: name, Method: r.Method, Path: r.URL.RequestURI(),
+		Client: clientAddr(r), Impersonate: r.Header.Get("Impersonate-User")}
+	res, aerr := d.cfg.Authn.DataPath(r.Context(), r)
+	if aerr != nil {
+		d.refuse(w, &rec, start, aerr.Code, aerr.Reason, aerr.Message, 0)
+		return
+	}
+	rec.Principal = res.Principal
+	g, err := d.grant(r.Context(), name, res.Principal)
+	if err != nil {
+		d.log.Warn("admission: store unavailable", "cluster", name, "err", err)
+		d.refuse(w, &rec, start, http.StatusServiceUnavailable, "ServiceUnavailable", "the relay cannot check access right now (its store is unavailable): retry", 1)
+		return
+	}
+	if !g.Allowed {
+		// An unknown cluster and one the caller may not use answer the same.
+		d.refuse(w, &rec, start, http.StatusForbidden, api.ReasonForbidden, fmt.Sprintf(
+			"%s %s (%s) may not connect to cluster %q on this relay, or no such cluster is registered: ask an Owner for a role assignment on it (connectctl role assign --assignee %s --role Viewer --cluster %s)",
+			res.Principal.Kind, res.Principal.ID, orDash(res.Principal.Name), name, res.Principal.ID, name), 0)
+		return
+	}
+	long := limits.LongRunning(r)
+	if d.cfg.Limits != nil {
+		release, refusal := d.cfg.Limits.Admit(res.Principal.Kind+":"+res.Principal.ID, name, long)
+		if refusal != nil {
+			d.refuse(w, &rec, start, refusal.Code, refusal.Reason, refusal.Message, int(refusal.RetryAfter.Round(time.Second)/time.Second))
+			return
+		}
+		defer release()
+	}
+	d.proxy(w, r, name, prefix, &rec, start)
+}
+
+// proxy forwards an admitted request and audits it.
+func (d *Door) proxy(w http.ResponseWriter, r *http.Request, name, prefix string, rec *api.AuditRecord, start time.Time) {
+	if d.cfg.Audit == nil {
+		d.cfg.Plane.ServeCluster(w, r, name, prefix)
+		return
+	}
+	m, mw, mr := audit.Meter(w, r)
+	// An upgrade the cluster accepted (exec, attach, port-forward) is a
+	// session: a start record when the connection is handed over, an end
+	// record with its bytes and duration when it closes.
+	m.OnHijack(func() {
+		s := *rec
+		s.Kind, s.Event, s.Status = api.AuditSession, api.AuditStart, http.StatusSwitchingProtocols
+		d.cfg.Audit.Record(s)
+	})
+	// For an upgrade, ReverseProxy returns once the byte pipe is over and
+	// both connections are closed.
+	d.cfg.Plane.ServeCluster(mw, mr, name, prefix)
+	out := *rec
+	if m.Hijacked() {
+		out.Kind, out.Event = api.AuditSession, api.AuditEnd
+	}
+	out.Status = m.Status()
+	out.BytesIn, out.BytesOut = m.BytesIn(), m.BytesOut()
+	out.DurationMS = float64(d.cfg.Now().Sub(start).Microseconds()) / 1000
+	d.cfg.Audit.Record(out)
+}
+
+func (d *Door) refuse(w http.ResponseWriter, rec *api.AuditRecord, start time.Time, code int, reason, msg string, retryAfter int) {
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(retryAfter))
+	}
+	apistatus.Write(w, code, metav1.StatusReason(reason), msg)
+	if d.cfg.Audit != nil {
+		rec.Status, rec.Reason = code, reason
+		rec.DurationMS = float64(d.cfg.Now().Sub(start).Microseconds()) / 1000
+		d.cfg.Audit.Record(*rec)
+	}
+}
+
+// grant decides (or reuses a fresh decision) whether p may connect to cluster.
+func (d *Door) grant(ctx context.Context, cluster string, p api.Principal) (access.Grant, error) {
+	now := d.cfg.Now()
+	k := decisionKey{p.Kind, p.ID, cluster}
+	d.mu.Lock()
+	if e, ok := d.decisions[k]; ok && now.Before(e.expires) {
+		d.mu.Unlock()
+		return e.grant, nil
+	}
+	d.mu.Unlock()
+	g, err := access.CanConnect(ctx, d.cfg.Store, cluster, p, now)
+	if err != nil {
+		return g, err
+	}
+	exp := now.Add(d.cfg.DecisionTTL)
+	if !g.Until.IsZero() && g.Until.Before(exp) {
+		exp = g.Until
+	}
+	d.mu.Lock()
+	if len(d.decisions) >= maxDecisions {
+		clear(d.decisions)
+	}
+	d.decisions[k] = decision{grant: g, expires: exp}
+	d.mu.Unlock()
+	return g, nil
+}
+
+// Forget drops cached decisions (all of them: assignments changed).
+func (d *Door) Forget() {
+	d.mu.Lock()
+	clear(d.decisions)
+	d.mu.Unlock()
+}
+
+func clientAddr(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
