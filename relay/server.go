@@ -231,7 +231,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.bounded.ServeHTTP(w, r)
 }
 
-
 // Health is the handler of the health listener: /healthz, /readyz and
 // /metrics, kept off the internet-facing listener.
 func (s *Server) Health() http.Handler { return s.ops }

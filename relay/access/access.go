@@ -32,7 +32,7 @@ func MatchAction(pattern, action string) bool {
 		case p < len(pattern) && pattern[p] == '*':
 			star, mark = p, a
 			p++
-		case p < len(pattern) && strings.EqualFold(pattern[p:p+1], action[a:a+1]):
+		case p < len(pattern) && asciiFold(pattern[p]) == asciiFold(action[a]):
 			p++
 			a++
 		case star >= 0:
@@ -47,6 +47,14 @@ func MatchAction(pattern, action string) bool {
 		p++
 	}
 	return p == len(pattern)
+}
+
+// asciiFold lowercases an ASCII letter and leaves every other byte alone.
+func asciiFold(b byte) byte {
+	if 'A' <= b && b <= 'Z' {
+		return b + ('a' - 'A')
+	}
+	return b
 }
 
 // Allows reports whether the role allows action: a data action matches and
@@ -71,7 +79,7 @@ func ValidActions(list []string) error {
 		return fmt.Errorf("%d actions: at most 200", len(list))
 	}
 	for _, a := range list {
-		if !strings.HasPrefix(a, prefix) || len(a) > 512 || strings.ContainsAny(a, " \t\n") {
+		if !strings.HasPrefix(a, prefix) || len(a) > 512 || strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r > '~' }) {
 			return fmt.Errorf("action %q: must start with %s, e.g. %spods/read or %sapps/deployments/*", a, prefix, prefix, prefix)
 		}
 	}

@@ -254,7 +254,8 @@ func ClusterOf(r *http.Request) string {
 }
 
 // ServeCluster proxies kubectl's request into the tunnel of cluster name,
-// with prefix (empty, or /clusters/<name>) removed from the path. Nothing is
+// with prefix (empty, or /clusters/<name>: its first two path segments as the
+// client escaped them) removed from the path. Nothing is
 // looked up here: the proxy's dialer finds the cluster's pool when it needs a
 // new connection, and only when there is no tunnel does proxyError consult the
 // store to tell an unknown cluster (404) from a disconnected one (503).
@@ -292,7 +293,17 @@ func notConnected(name string) string {
 func (p *Plane) rewrite(pr *httputil.ProxyRequest) {
 	t, _ := pr.In.Context().Value(targetKey{}).(target)
 	name := t.cluster
-	rest := strings.TrimPrefix(pr.In.URL.EscapedPath(), t.prefix)
+	rest := pr.In.URL.EscapedPath()
+	if t.prefix != "" {
+		// Drop /clusters/<name> as the client wrote it: the name may be
+		// percent-encoded (/clusters/pro%64/api), so the decoded prefix
+		// need not appear in the escaped path.
+		after, _ := strings.CutPrefix(rest, api.ClusterProxyPrefix)
+		rest = ""
+		if i := strings.IndexByte(after, '/'); i >= 0 {
+			rest = after[i:]
+		}
+	}
 	if rest == "" {
 		rest = "/"
 	}
