@@ -195,7 +195,7 @@ YAML
 	echo "    impersonates, guard authorizes"
 	"${cce[@]}" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --entra \
 		--issuer-url "$ISSUER_URL/$TENANT/v2.0" --client-id connectctl-demo --scope "$aad_audience/.default" \
-		--issuer-ca-file "$ISSUER_CA" --cache-dir "$state/aad/token-cache" >/dev/null 2>&1
+		--issuer-ca-file "$ISSUER_CA" --cache-dir "$state/aad/token-cache" >/dev/null
 	"${cce[@]}" kubeconfig "$cluster_name" --entra --file "$state/kubeconfig-entra" >/dev/null
 	"${cc[@]}" list
 	kc="$state/kubeconfig"
@@ -228,7 +228,7 @@ The relay's side, with connectctl (the demo logged in to its own config file, $c
   $bin/connectctl --config $cc_config list
   $bin/connectctl --config $cc_config show $cluster_name
   $bin/connectctl --config $cc_config audit --cluster $cluster_name --since 10m   # who did what, through the relay
-  $bin/connectctl --config $cc_config tokens create --name ci --role Reader --expires 24h
+  $bin/connectctl --config $cc_config tokens create --name ci --role Reader --expires 24h --token-file $state/ci.token
 
 Entra mode — the same cluster as an Entra user, kubeconfig $state/kubeconfig-entra (connectctl get-token as exec
 plugin; the relay verifies the token and admits the user by its role assignment; kube-aad-proxy impersonates; guard

@@ -169,6 +169,11 @@ func TestAuditRecords(t *testing.T) {
 	e.waitConnected("c1", 1)
 	do(t, e.client(), "GET", e.ts.URL+"/clusters/c1/api?x=1", nil)
 	do(t, e.ts.Client(), "GET", e.ts.URL+"/clusters/c1/version", map[string]string{"Impersonate-User": "jane"})
+	// What an anonymous caller sends is cut short in the record.
+	do(t, e.client(), "GET", e.ts.URL+"/clusters/c2/"+strings.Repeat("a", 100_000), map[string]string{"Impersonate-User": strings.Repeat("b", 50_000)})
+	if r := log.Query(audit.Filter{Cluster: "c2"}); len(r) != 1 || len(r[0].Path) > 2100 || len(r[0].Impersonate) > 300 {
+		t.Errorf("the audit record keeps what the client sent in full: %d records", len(r))
+	}
 	recs := log.Query(audit.Filter{Cluster: "c1"})
 	if len(recs) != 2 {
 		t.Fatalf("%d records, want 2: %+v", len(recs), recs)
@@ -195,6 +200,14 @@ func TestClusterByServerName(t *testing.T) {
 	code, _, body, _ := do(t, &http.Client{Transport: tr}, "GET", e.ts.URL+"/version", nil)
 	if code != 200 || !strings.HasPrefix(body, "/version ") {
 		t.Errorf("by server name: %d %q", code, body)
+	}
+	// A connection opened for c1 that carries a request for c2 is refused.
+	req, _ := http.NewRequest("GET", e.ts.URL+"/version", nil)
+	req.Host = "c2.example.com"
+	if resp, err := (&http.Client{Transport: tr}).Do(req); err != nil || resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("server name c1, Host c2: %v %v, want 421", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	anon := tr.Clone()
 	anon.TLSClientConfig.Certificates = nil

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/pkg/entra"
+	"github.com/clusterconnect/clusterconnect/relay"
 )
 
 // apiAs calls the management API with bearer token tok.
@@ -147,4 +150,64 @@ func TestClientCertificateAdmission(t *testing.T) {
 	if code, _ := e.clientCert("not-a-token"); code != 401 {
 		t.Errorf("client certificate without a credential: %d, want 401", code)
 	}
+}
+
+// A long-running request (a watch) ends when the access that admitted it is
+// revoked, rather than outliving the revocation.
+func TestRevocationEndsSessions(t *testing.T) {
+	e := newEnv(t)
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("{}\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	e.agent("c1", e.identity("c1"), up.URL, 1)
+	e.waitConnected("c1", 1)
+	contrib := e.token(api.RoleContributor, time.Hour)
+	_, cc := e.clientCert(contrib.Token)
+	resp, err := e.client(cc).Get(e.ts.URL + "/clusters/c1/api/v1/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("watch: %d %v", resp.StatusCode, err)
+	}
+	ended := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
+	if code, b := e.api("DELETE", api.TokenPath(contrib.ID), ""); code != 204 {
+		t.Fatalf("revoke: %d %s", code, b)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch outlived the revocation of the token that opened it")
+	}
+}
+
+// An API token made by a user whose management role is time-bound ends
+// with that role.
+func TestTokenNotBeyondCreatorsRole(t *testing.T) {
+	e := newEnvConfig(t, relay.Config{Tunnel: testTunnel(), Entra: fakeEntra{}})
+	e.assignUntil(api.RoleContributor, "oid-jit", "", e.clock().Add(time.Hour))
+	code, b := e.apiAs("u.oid-jit.sig", "POST", api.TokensPath, fmt.Sprintf(`{"name":"jit","role":"Reader","expiresInSeconds":%d}`, 30*24*3600))
+	var tok api.APIToken
+	if err := json.Unmarshal(b, &tok); code != 201 || err != nil {
+		t.Fatalf("create token as a time-bound Contributor: %d %s", code, b)
+	}
+	if !tok.ExpiresAt.Before(e.clock().Add(time.Hour + time.Minute)) {
+		t.Errorf("token expires %s, after its creator's role ends (%s)", tok.ExpiresAt, e.clock().Add(time.Hour))
+	}
+}
+
+// fakeEntra stands in for the Entra verifier: "u.<oid>.sig" is user <oid>.
+type fakeEntra struct{}
+
+func (fakeEntra) Verify(_ context.Context, raw string) (*entra.Identity, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 || parts[0] != "u" {
+		return nil, entra.ErrNotEntra
+	}
+	return &entra.Identity{Username: parts[1] + "@contoso.example", ObjectID: parts[1], Expiry: time.Now().Add(time.Hour)}, nil
 }

@@ -201,6 +201,9 @@ func (o *Options) Validate() error {
 	if len(o.Entra.Tenants) > 0 || len(o.Entra.Audiences) > 0 {
 		errs = append(errs, o.Entra.Validate(" (or give neither --tenant nor --audience to turn Entra sign-in off)")...)
 	}
+	if o.Entra.UsernamePrefix != "" || o.Entra.GroupsPrefix != "" {
+		errs = append(errs, errors.New("--username-prefix and --groups-prefix are for kube-aad-proxy: the relay matches role assignments by object ID and group ID as Entra sends them"))
+	}
 	if o.ClientCertLifetime < time.Minute || o.ClientCertLifetime > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--client-cert-lifetime %s: want 1m to 24h", o.ClientCertLifetime))
 	}

@@ -234,3 +234,28 @@ func ManagementRoles(ctx context.Context, st store.Store, p api.Principal, now t
 	slices.SortFunc(roles, func(a, b string) int { return cmp.Compare(RoleRank(b), RoleRank(a)) })
 	return roles, nil
 }
+
+// RoleUntil is how long p keeps a management role of at least role's rank:
+// the latest end of the bases that give it one (zero: one never ends), and
+// false when p holds none. An API token p creates must not outlive it.
+func RoleUntil(ctx context.Context, st store.Store, p api.Principal, role string, now time.Time) (time.Time, bool, error) {
+	bs, err := managementBases(ctx, st, p, now)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	var until time.Time
+	found := false
+	for _, b := range bs {
+		if RoleRank(b.role) < RoleRank(role) {
+			continue
+		}
+		if b.until.IsZero() {
+			return time.Time{}, true, nil
+		}
+		found = true
+		if b.until.After(until) {
+			until = b.until
+		}
+	}
+	return until, found, nil
+}

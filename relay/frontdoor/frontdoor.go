@@ -61,6 +61,21 @@ type Door struct {
 
 	mu        sync.Mutex
 	decisions map[decisionKey]decision
+	// gen counts Forget calls: a decision computed before one is not cached.
+	gen uint64
+	// sessions are the long-running requests in flight (watch, exec,
+	// attach, port-forward, logs -f): re-checked when access changes, and
+	// ended when it is gone.
+	sessions   map[*session]struct{}
+	rechecking bool
+	again      bool
+}
+
+// session is a long-running request in flight.
+type session struct {
+	p       api.Principal
+	cluster string
+	cancel  context.CancelFunc
 }
 
 type decisionKey struct{ kind, id, cluster string }
@@ -88,7 +103,7 @@ func New(cfg Config) (*Door, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.HostSuffix = strings.Trim(strings.ToLower(cfg.HostSuffix), ".")
-	return &Door{cfg: cfg, log: cfg.Logger, decisions: map[decisionKey]decision{}}, nil
+	return &Door{cfg: cfg, log: cfg.Logger, decisions: map[decisionKey]decision{}, sessions: map[*session]struct{}{}}, nil
 }
 
 // ClusterByHost returns the cluster a request names by its TLS server name,
@@ -98,13 +113,24 @@ func (d *Door) ClusterByHost(r *http.Request) (string, bool) {
 		return "", false
 	}
 	for _, h := range []string{serverName(r), r.Host} {
-		if host, _, err := net.SplitHostPort(h); err == nil {
-			h = host
-		}
-		h = strings.TrimSuffix(strings.ToLower(h), ".")
-		if name, ok := strings.CutSuffix(h, "."+d.cfg.HostSuffix); ok && name != "" && !strings.Contains(name, ".") {
+		if name, ok := d.clusterOf(h); ok {
 			return name, true
 		}
+	}
+	return "", false
+}
+
+// clusterOf returns the cluster a host name <cluster>.<HostSuffix> names.
+func (d *Door) clusterOf(h string) (string, bool) {
+	if d.cfg.HostSuffix == "" {
+		return "", false
+	}
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if name, ok := strings.CutSuffix(h, "."+d.cfg.HostSuffix); ok && name != "" && !strings.Contains(name, ".") {
+		return name, true
 	}
 	return "", false
 }
@@ -122,8 +148,14 @@ func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.Serve(w, r, name, api.ClusterProxyPrefix+name)
 }
 
-// ServeHost admits and proxies a request whose host names the cluster.
+// ServeHost admits and proxies a request whose host names the cluster. A
+// Host that names another cluster than the TLS server name (a connection
+// reused across clusters) gets 421, so the client dials again.
 func (d *Door) ServeHost(w http.ResponseWriter, r *http.Request, name string) {
+	if other, ok := d.clusterOf(r.Host); ok && other != name {
+		apistatus.Write(w, http.StatusMisdirectedRequest, "MisdirectedRequest", fmt.Sprintf("this connection is for cluster %q, the request for %q: open a new connection", name, other))
+		return
+	}
 	d.Serve(w, r, name, "")
 }
 
@@ -131,8 +163,10 @@ func (d *Door) ServeHost(w http.ResponseWriter, r *http.Request, name string) {
 // removed from its path.
 func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string) {
 	start := d.cfg.Now()
-	rec := api.AuditRecord{Time: start.UTC(), Kind: api.AuditRequest, Cluster: name, Method: r.Method, Path: r.URL.RequestURI(),
-		Client: clientAddr(r), Impersonate: r.Header.Get("Impersonate-User")}
+	// What the client sent is cut short: an anonymous caller must not be
+	// able to make the audit log hold megabytes per refused request.
+	rec := api.AuditRecord{Time: start.UTC(), Kind: api.AuditRequest, Cluster: clip(name, 64), Method: clip(r.Method, 16), Path: clip(r.URL.RequestURI(), maxAuditPath),
+		Client: clientAddr(r), Impersonate: clip(r.Header.Get("Impersonate-User"), 256)}
 	res, aerr := d.cfg.Authn.DataPath(r.Context(), r)
 	if aerr != nil {
 		d.refuse(w, &rec, start, aerr.Code, aerr.Reason, aerr.Message, 0)
@@ -153,6 +187,25 @@ func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string
 		return
 	}
 	long := limits.LongRunning(r)
+	if long {
+		// A session lasts no longer than the assignment that admitted it,
+		// and ends when a change takes its access away.
+		ctx, cancel := context.WithCancel(r.Context())
+		if !g.Until.IsZero() {
+			ctx, cancel = context.WithDeadline(r.Context(), g.Until)
+		}
+		s := &session{p: res.Principal, cluster: name, cancel: cancel}
+		d.mu.Lock()
+		d.sessions[s] = struct{}{}
+		d.mu.Unlock()
+		defer func() {
+			d.mu.Lock()
+			delete(d.sessions, s)
+			d.mu.Unlock()
+			cancel()
+		}()
+		r = r.WithContext(ctx)
+	}
 	if d.cfg.Limits != nil {
 		release, refusal := d.cfg.Limits.Admit(res.Principal.Kind+":"+res.Principal.ID, name, long)
 		if refusal != nil {
@@ -213,6 +266,7 @@ func (d *Door) grant(ctx context.Context, cluster string, p api.Principal) (acce
 		d.mu.Unlock()
 		return e.grant, nil
 	}
+	gen := d.gen
 	d.mu.Unlock()
 	g, err := access.CanConnect(ctx, d.cfg.Store, cluster, p, now)
 	if err != nil {
@@ -223,19 +277,71 @@ func (d *Door) grant(ctx context.Context, cluster string, p api.Principal) (acce
 		exp = g.Until
 	}
 	d.mu.Lock()
-	if len(d.decisions) >= maxDecisions {
-		clear(d.decisions)
+	if d.gen == gen { // no change since CanConnect read the store
+		if len(d.decisions) >= maxDecisions {
+			clear(d.decisions)
+		}
+		d.decisions[k] = decision{grant: g, expires: exp}
 	}
-	d.decisions[k] = decision{grant: g, expires: exp}
 	d.mu.Unlock()
 	return g, nil
 }
 
-// Forget drops cached decisions (all of them: assignments changed).
+// Forget drops cached decisions (all of them: assignments, tokens or
+// clusters changed) and re-checks the sessions in flight, ending those whose
+// access is gone.
 func (d *Door) Forget() {
 	d.mu.Lock()
 	clear(d.decisions)
+	d.gen++
+	if d.rechecking {
+		d.again = true
+		d.mu.Unlock()
+		return
+	}
+	d.rechecking = true
 	d.mu.Unlock()
+	go d.recheck()
+}
+
+// recheck runs until no Forget came in while it ran.
+func (d *Door) recheck() {
+	for {
+		d.mu.Lock()
+		ss := make([]*session, 0, len(d.sessions))
+		for s := range d.sessions {
+			ss = append(ss, s)
+		}
+		d.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for _, s := range ss {
+			g, err := access.CanConnect(ctx, d.cfg.Store, s.cluster, s.p, d.cfg.Now())
+			if err == nil && !g.Allowed {
+				d.log.Info("ending a session: its access was revoked", "principal", s.p.Kind+":"+s.p.ID, "cluster", s.cluster)
+				s.cancel()
+			}
+		}
+		cancel()
+		d.mu.Lock()
+		if !d.again {
+			d.rechecking = false
+			d.mu.Unlock()
+			return
+		}
+		d.again = false
+		d.mu.Unlock()
+	}
+}
+
+// maxAuditPath bounds the path (with query) an audit record keeps.
+const maxAuditPath = 2048
+
+// clip cuts s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func clientAddr(r *http.Request) string {

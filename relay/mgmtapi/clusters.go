@@ -80,7 +80,7 @@ func (h *Handler) listClusters(w http.ResponseWriter, r *http.Request) {
 	}
 	cs, err := h.cfg.Store.ListClusters(r.Context())
 	if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	out := api.ClusterList{Value: []api.ConnectedCluster{}}
@@ -143,7 +143,7 @@ func (h *Handler) createCluster(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusConflict, fmt.Sprintf("cluster %q already exists; delete it first or pick another name", req.Name))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	h.log.Info("cluster registered", "cluster", c.Name, "uid", c.UID)
@@ -181,7 +181,7 @@ func (h *Handler) newRegistrationToken(w http.ResponseWriter, r *http.Request) {
 		c.RegistrationTokenHash, c.RegistrationTokenExpiresAt, c.RegistrationTokenUsed = secret.Hash(token), now.Add(ttl), false
 		return nil
 	})
-	if !storeOK(w, r, err) {
+	if !h.storeOK(w, r, err) {
 		return
 	}
 	h.log.Info("registration token issued", "cluster", c.Name, "expires", c.RegistrationTokenExpiresAt)
@@ -192,7 +192,7 @@ func (h *Handler) newRegistrationToken(w http.ResponseWriter, r *http.Request) {
 
 // storeOK answers a store error (404 for an unknown cluster, 412 for a
 // stale etag) and reports whether there was none.
-func storeOK(w http.ResponseWriter, r *http.Request, err error) bool {
+func (h *Handler) storeOK(w http.ResponseWriter, r *http.Request, err error) bool {
 	var pf *preconditionFailed
 	switch {
 	case err == nil:
@@ -202,7 +202,7 @@ func storeOK(w http.ResponseWriter, r *http.Request, err error) bool {
 	case errors.As(err, &pf):
 		apistatus.Write(w, http.StatusPreconditionFailed, api.ReasonPreconditionFailed, pf.Error())
 	default:
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 	}
 	return false
 }
@@ -238,7 +238,7 @@ func (h *Handler) getCluster(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) lookup(w http.ResponseWriter, r *http.Request) (*store.Cluster, bool) {
 	c, err := h.cfg.Store.GetCluster(r.Context(), r.PathValue("name"))
-	if !storeOK(w, r, err) {
+	if !h.storeOK(w, r, err) {
 		return nil, false
 	}
 	return c, true
@@ -257,7 +257,7 @@ func (h *Handler) patchCluster(w http.ResponseWriter, r *http.Request) {
 		c.Tags = req.Tags
 		return nil
 	})
-	if !storeOK(w, r, err) {
+	if !h.storeOK(w, r, err) {
 		return
 	}
 	v := h.view(c, false)
@@ -272,13 +272,13 @@ func (h *Handler) deleteCluster(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = checkIfMatch(r, c)
 		}
-		if !storeOK(w, r, err) {
+		if !h.storeOK(w, r, err) {
 			return
 		}
 	}
 	// The cluster's role assignments go with it, in the same transaction:
 	// a cluster created later under this name inherits none.
-	if err := h.cfg.Store.DeleteCluster(r.Context(), name); !storeOK(w, r, err) {
+	if err := h.cfg.Store.DeleteCluster(r.Context(), name); !h.storeOK(w, r, err) {
 		return
 	}
 	h.changed()
@@ -320,7 +320,7 @@ func (h *Handler) kubeconfig(w http.ResponseWriter, r *http.Request) {
 		p := caller(r)
 		g, err := access.CanConnect(r.Context(), h.cfg.Store, r.PathValue("name"), p, h.cfg.Now())
 		if err != nil {
-			storeUnavailable(w, err)
+			h.storeUnavailable(w, err)
 			return
 		}
 		if !g.Allowed {

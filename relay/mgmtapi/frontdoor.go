@@ -60,18 +60,25 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("an API token may live at most %s on this relay; ask for less", h.cfg.MaxTokenTTL))
 		return
 	}
-	// An API token never outlives the credential that made it.
-	if exp := callerExpires(r); !exp.IsZero() && h.cfg.Now().Add(ttl).After(exp) && caller(r).Kind == api.PrincipalKindToken {
-		ttl = exp.Sub(h.cfg.Now())
+	// An API token never outlives the credential that made it, nor the
+	// (time-bound) assignment that gives its creator the role.
+	now := h.cfg.Now()
+	if exp := callerExpires(r); !exp.IsZero() && now.Add(ttl).After(exp) && caller(r).Kind == api.PrincipalKindToken {
+		ttl = exp.Sub(now)
+	}
+	if until, ok, err := access.RoleUntil(r.Context(), h.cfg.Store, caller(r), req.Role, now); err != nil {
+		h.storeUnavailable(w, err)
+		return
+	} else if ok && !until.IsZero() && now.Add(ttl).After(until) {
+		ttl = until.Sub(now)
 	}
 	b := make([]byte, 8)
 	rand.Read(b)
-	now := h.cfg.Now().UTC().Truncate(time.Second)
-	t := &store.APIToken{ID: hex.EncodeToString(b), Name: req.Name, Role: req.Role, CreatedAt: now, ExpiresAt: now.Add(ttl), CreatedBy: access.PrincipalRef(caller(r))}
+	t := &store.APIToken{ID: hex.EncodeToString(b), Name: req.Name, Role: req.Role, CreatedAt: now.UTC(), ExpiresAt: now.Add(ttl).UTC(), CreatedBy: access.PrincipalRef(caller(r))}
 	tok := api.APITokenPrefix + t.ID + "_" + secret.Random(32)
 	t.Hash = secret.Hash(tok)
 	if err := h.cfg.Store.CreateToken(r.Context(), t); err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	h.log.Info("API token created", "id", t.ID, "name", t.Name, "role", t.Role, "expires", t.ExpiresAt, "by", t.CreatedBy)
@@ -88,7 +95,7 @@ func callerExpires(r *http.Request) time.Time {
 func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
 	ts, err := h.cfg.Store.ListTokens(r.Context())
 	if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	slices.SortFunc(ts, func(a, b *store.APIToken) int { return a.CreatedAt.Compare(b.CreatedAt) })
@@ -104,11 +111,14 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) getToken(w http.ResponseWriter, r *http.Request) {
 	t, err := h.cfg.Store.GetToken(r.Context(), r.PathValue("id"))
+	if err == nil && t.Expired(h.cfg.Now()) {
+		err = store.ErrNotFound // as the list: expired tokens are gone
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("API token %q does not exist (revoked or expired?): connectctl tokens list", r.PathValue("id")))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	httpjson.Write(w, http.StatusOK, tokenView(t))
@@ -128,7 +138,7 @@ func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("API token %q does not exist (revoked or expired?): connectctl tokens list", id))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	h.changed()

@@ -179,7 +179,7 @@ func (h *Handler) authorize(op access.Op, next http.HandlerFunc) http.HandlerFun
 		}
 		roles, err := access.ManagementRoles(r.Context(), h.cfg.Store, res.Principal, h.cfg.Now())
 		if err != nil {
-			storeUnavailable(w, err)
+			h.storeUnavailable(w, err)
 			return
 		}
 		if op != "" && !access.MgmtAllows(roles, op) {
@@ -187,9 +187,13 @@ func (h *Handler) authorize(op access.Op, next http.HandlerFunc) http.HandlerFun
 			if len(roles) > 0 {
 				held = "management roles " + strings.Join(roles, ", ")
 			}
+			hint := fmt.Sprintf("ask an Owner (connectctl role assign --assignee %s --role Contributor)", res.Principal.ID)
+			if res.Principal.Kind == api.PrincipalKindToken {
+				hint = "use an API token with a higher role (connectctl tokens create --role …, by a caller who holds it)"
+			}
 			apistatus.Write(w, http.StatusForbidden, api.ReasonForbidden, fmt.Sprintf(
-				"%s %s (%s) has %s, which does not allow %s %s (%s): ask an Owner (connectctl role assign --assignee %s --role Contributor)",
-				res.Principal.Kind, res.Principal.ID, res.Principal.Name, held, r.Method, r.URL.Path, op, res.Principal.ID))
+				"%s %s (%s) has %s, which does not allow %s %s (%s): %s",
+				res.Principal.Kind, res.Principal.ID, res.Principal.Name, held, r.Method, r.URL.Path, op, hint))
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, principal{res.Principal, roles, res.Expires})))
@@ -200,8 +204,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any, example string) bool 
 	return httpjson.Decode(w, r, v, api.MaxManagementBody, example)
 }
 
-func storeUnavailable(w http.ResponseWriter, err error) {
-	apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
+func (h *Handler) storeUnavailable(w http.ResponseWriter, err error) {
+	// The reason goes to the relay's log, not to the caller.
+	h.log.Warn("store unavailable", "err", err)
+	apistatus.Error(w, http.StatusServiceUnavailable, "the relay's store is unavailable: retry; if it persists, see the relay's log")
 }
 
 func newUID() string {

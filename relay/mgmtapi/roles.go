@@ -27,7 +27,7 @@ func (h *Handler) listRoles(w http.ResponseWriter, r *http.Request) {
 	}
 	custom, err := h.cfg.Store.ListRoles(r.Context())
 	if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	slices.SortFunc(custom, func(a, b *store.RoleDefinition) int { return strings.Compare(a.Name, b.Name) })
@@ -44,7 +44,7 @@ func (h *Handler) getRole(w http.ResponseWriter, r *http.Request) {
 			r.PathValue("name"), strings.Join(access.BuiltInNames, ", "), strings.Join(access.ManagementNames, ", ")))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	httpjson.Write(w, http.StatusOK, role)
@@ -78,7 +78,7 @@ func (h *Handler) putRole(w http.ResponseWriter, r *http.Request) {
 	existed := err == nil
 	d := &store.RoleDefinition{Name: name, Description: req.Description, DataActions: req.DataActions, NotDataActions: req.NotDataActions, UpdatedAt: h.cfg.Now().UTC()}
 	if err := h.cfg.Store.PutRole(r.Context(), d); err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	code := http.StatusCreated
@@ -97,7 +97,7 @@ func (h *Handler) deleteRole(w http.ResponseWriter, r *http.Request) {
 	}
 	as, err := h.cfg.Store.ListAssignments(r.Context(), "")
 	if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	for _, a := range as {
@@ -114,7 +114,7 @@ func (h *Handler) deleteRole(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("role %q is not defined", name))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	h.changed()
@@ -155,7 +155,7 @@ func (h *Handler) createAssignment(w http.ResponseWriter, r *http.Request) {
 				req.Role, strings.Join(access.BuiltInNames, ", "), strings.Join(access.ManagementNames, ", ")))
 			return
 		} else if err != nil {
-			storeUnavailable(w, err)
+			h.storeUnavailable(w, err)
 			return
 		}
 		if req.Cluster == "" {
@@ -182,7 +182,7 @@ func (h *Handler) createAssignment(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusBadRequest, fmt.Sprintf("cluster %q is not registered with this relay", req.Cluster))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	h.log.Info("role assigned", "id", a.ID, "role", a.Role, "principal", a.PrincipalID, "type", a.PrincipalType,
@@ -194,7 +194,7 @@ func (h *Handler) createAssignment(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) listAssignments(w http.ResponseWriter, r *http.Request) {
 	as, err := h.cfg.Store.ListAssignments(r.Context(), r.URL.Query().Get("cluster"))
 	if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	slices.SortFunc(as, func(a, b *store.RoleAssignment) int { return a.CreatedAt.Compare(b.CreatedAt) })
@@ -210,7 +210,7 @@ func (h *Handler) deleteAssignment(w http.ResponseWriter, r *http.Request) {
 		apistatus.Error(w, http.StatusNotFound, fmt.Sprintf("role assignment %q does not exist", r.PathValue("id")))
 		return
 	} else if err != nil {
-		storeUnavailable(w, err)
+		h.storeUnavailable(w, err)
 		return
 	}
 	h.changed()
