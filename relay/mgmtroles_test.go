@@ -211,3 +211,21 @@ func (fakeEntra) Verify(_ context.Context, raw string) (*entra.Identity, error) 
 	}
 	return &entra.Identity{Username: parts[1] + "@contoso.example", ObjectID: parts[1], Expiry: time.Now().Add(time.Hour)}, nil
 }
+
+// Revoking an API token revokes the tokens it made.
+func TestRevokingATokenRevokesItsChildren(t *testing.T) {
+	e := newEnv(t)
+	parent := e.token(api.RoleContributor, time.Hour)
+	code, b := e.apiAs(parent.Token, "POST", api.TokensPath, `{"name":"child","role":"Reader"}`)
+	var child api.APIToken
+	if err := json.Unmarshal(b, &child); code != 201 || err != nil {
+		t.Fatalf("child token: %d %s", code, b)
+	}
+	if code, b := e.apiAs(child.Token, "GET", api.ClustersPath, ""); code != 200 {
+		t.Fatalf("child before the revoke: %d %s", code, b)
+	}
+	e.api("DELETE", api.TokenPath(parent.ID), "")
+	if code, b := e.apiAs(child.Token, "GET", api.ClustersPath, ""); code != 401 || !strings.Contains(string(b), "was made by API token "+parent.ID) {
+		t.Errorf("child after its parent was revoked: %d %s", code, b)
+	}
+}

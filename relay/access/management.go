@@ -196,6 +196,9 @@ func managementBases(ctx context.Context, st store.Store, p api.Principal, now t
 		if t.Expired(now) || !IsManagement(t.Role) {
 			return nil, nil
 		}
+		if _, revoked, err := TokenRevoked(ctx, st, t, now); err != nil || revoked {
+			return nil, err
+		}
 		return []basis{{role: t.Role, until: t.ExpiresAt, why: fmt.Sprintf("API token %s has role %s%s", t.ID, t.Role, until(t.ExpiresAt))}}, nil
 	case api.PrincipalKindUser:
 		as, err := st.ListAssignments(ctx, "")
@@ -258,4 +261,31 @@ func RoleUntil(ctx context.Context, st store.Store, p api.Principal, role string
 		}
 	}
 	return until, found, nil
+}
+
+// maxTokenChain bounds how many creators TokenRevoked follows.
+const maxTokenChain = 16
+
+// TokenRevoked reports whether an API token made by another API token lost
+// its footing: a token in its chain of creators is gone (revoked) or
+// expired. Revoking a token thus revokes the tokens it made, and theirs.
+// It returns the ID of the missing creator.
+func TokenRevoked(ctx context.Context, st store.Store, t *store.APIToken, now time.Time) (string, bool, error) {
+	for range maxTokenChain {
+		parent, ok := strings.CutPrefix(t.CreatedBy, api.PrincipalKindToken+":")
+		if !ok {
+			return "", false, nil
+		}
+		p, err := st.GetToken(ctx, parent)
+		if errors.Is(err, store.ErrNotFound) {
+			return parent, true, nil
+		} else if err != nil {
+			return "", false, err
+		}
+		if p.Expired(now) {
+			return parent, true, nil
+		}
+		t = p
+	}
+	return t.ID, true, nil // a chain this long is refused
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/entra"
+	"github.com/clusterconnect/clusterconnect/relay/access"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/store"
@@ -141,6 +142,11 @@ func (a *Authenticator) apiToken(ctx context.Context, id, tok string) (Result, *
 	}
 	if !a.cfg.Now().Before(t.ExpiresAt) {
 		return Result{}, unauthenticated("API token %s (%s) expired on %s: create a new one with `connectctl tokens create`", id, t.Name, t.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if parent, revoked, err := access.TokenRevoked(ctx, a.cfg.Store, t, a.cfg.Now()); err != nil {
+		return Result{}, &Error{Code: http.StatusServiceUnavailable, Reason: "ServiceUnavailable", Message: "relay store unavailable: retry"}
+	} else if revoked {
+		return Result{}, unauthenticated("API token %s (%s) was made by API token %s, which was revoked or expired: create a new one with `connectctl tokens create`", id, t.Name, parent)
 	}
 	return Result{Principal: api.Principal{Kind: api.PrincipalKindToken, ID: t.ID, Name: t.Name, Via: "bearer"}, Expires: t.ExpiresAt}, nil
 }
