@@ -214,10 +214,18 @@ func TestClusterByServerName(t *testing.T) {
 	if code, _, _, _ := do(t, &http.Client{Transport: anon}, "GET", e.ts.URL+"/version", nil); code != 401 {
 		t.Errorf("anonymous by server name: %d, want 401", code)
 	}
-	// The issued kubeconfig uses it.
+	// The issued kubeconfig carries both the server name and the path:
+	// with both, the prefix of the same cluster is removed; a path naming
+	// another cluster is misdirected.
 	code, b := e.api("GET", "/api/v1/clusters/c1/kubeconfig", "")
-	if code != 200 || !strings.Contains(string(b), "tls-server-name: c1.example.com") || strings.Contains(string(b), "/clusters/c1") {
+	if code != 200 || !strings.Contains(string(b), "tls-server-name: c1.example.com") || !strings.Contains(string(b), "server: "+e.ts.URL+"/clusters/c1") {
 		t.Errorf("kubeconfig: %d\n%s", code, b)
+	}
+	if code, _, body, _ := do(t, &http.Client{Transport: tr}, "GET", e.ts.URL+"/clusters/c1/version", nil); code != 200 || !strings.HasPrefix(body, "/version ") {
+		t.Errorf("by server name and path: %d %q", code, body)
+	}
+	if code, _, _, _ := do(t, &http.Client{Transport: tr}, "GET", e.ts.URL+"/clusters/c2/version", nil); code != http.StatusMisdirectedRequest {
+		t.Errorf("server name c1, path of c2: %d, want 421", code)
 	}
 }
 

@@ -291,8 +291,11 @@ func (s *Server) Connected(name string) int { return s.plane.Connected(name) }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.shutdown) })
 	s.stop()
+	// New requests are refused from the first moment; the sweeps (which
+	// may be in a store call) are waited for after the drain.
+	err := s.plane.Shutdown(ctx)
 	s.sweeper.Wait()
-	return s.plane.Shutdown(ctx)
+	return err
 }
 
 // ForgetDecisions drops the front door's cached admission decisions (tests;

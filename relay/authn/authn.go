@@ -179,9 +179,10 @@ func (a *Authenticator) DataPath(ctx context.Context, r *http.Request) (Result, 
 	var certErr *Error
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		now := a.cfg.Now()
-		key := string(r.TLS.PeerCertificates[0].Raw)
+		raw := r.TLS.PeerCertificates[0].Raw
 		a.mu.Lock()
-		v, ok := a.verified[key]
+		v, ok := a.verified[string(raw)] // no copy of the DER per request
+
 		a.mu.Unlock()
 		if ok && now.Before(v.notAfter) && !now.Before(r.TLS.PeerCertificates[0].NotBefore) {
 			return Result{Principal: v.p, Expires: v.notAfter}, nil
@@ -193,7 +194,7 @@ func (a *Authenticator) DataPath(ctx context.Context, r *http.Request) (Result, 
 			if len(a.verified) >= maxVerified {
 				clear(a.verified)
 			}
-			a.verified[key] = verifiedCert{p, notAfter}
+			a.verified[string(raw)] = verifiedCert{p, notAfter}
 			a.mu.Unlock()
 			return Result{Principal: p, Expires: notAfter}, nil
 		case errors.Is(err, clusterca.ErrExpired):

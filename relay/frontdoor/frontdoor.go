@@ -148,15 +148,25 @@ func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.Serve(w, r, name, api.ClusterProxyPrefix+name)
 }
 
-// ServeHost admits and proxies a request whose host names the cluster. A
-// Host that names another cluster than the TLS server name (a connection
-// reused across clusters) gets 421, so the client dials again.
+// ServeHost admits and proxies a request whose host names the cluster. The
+// issued kubeconfig carries both the TLS server name and the path
+// /clusters/<name>, so that clients which ignore tls-server-name still reach
+// the cluster by path: a path under the same cluster's prefix has it
+// removed. A Host or a path that names another cluster than the TLS server
+// name (a connection reused across clusters) gets 421, so the client dials
+// again.
 func (d *Door) ServeHost(w http.ResponseWriter, r *http.Request, name string) {
-	if other, ok := d.clusterOf(r.Host); ok && other != name {
+	other, ok := d.clusterOf(r.Host)
+	prefix := ""
+	if rest, under := strings.CutPrefix(r.URL.Path, api.ClusterProxyPrefix); under {
+		seg, _, _ := strings.Cut(rest, "/")
+		other, ok, prefix = seg, true, api.ClusterProxyPrefix+seg
+	}
+	if ok && other != name {
 		apistatus.Write(w, http.StatusMisdirectedRequest, "MisdirectedRequest", fmt.Sprintf("this connection is for cluster %q, the request for %q: open a new connection", name, other))
 		return
 	}
-	d.Serve(w, r, name, "")
+	d.Serve(w, r, name, prefix)
 }
 
 // Serve admits a request for cluster name and proxies it with prefix

@@ -286,19 +286,18 @@ func (h *Handler) deleteCluster(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// Kubeconfig builds the kubeconfig for a cluster: the relay URL for it, the
-// relay's CA, and a context and user named after the cluster. With a
-// hostSuffix, the server is the relay's bare URL and the cluster is named by
-// the TLS server name <name>.<hostSuffix> (no DNS needed), so clients that
-// drop the server URL's path still reach it; without, the server URL carries
-// /clusters/<name>. The user entry carries no credential; the caller adds
-// theirs (connectctl kubeconfig).
+// Kubeconfig builds the kubeconfig for a cluster: the relay URL for it
+// (/clusters/<name>), the relay's CA, and a context and user named after the
+// cluster. With a hostSuffix it also names the cluster by the TLS server
+// name <name>.<hostSuffix> (no DNS needed), so clients that drop the server
+// URL's path (kubectl --raw before 1.34, kubectl proxy) still reach it, and
+// clients that ignore tls-server-name reach it by path. The user entry
+// carries no credential; the caller adds theirs (connectctl kubeconfig).
 func Kubeconfig(externalURL string, caPEM []byte, name, hostSuffix string) *clientcmdapi.Config {
 	cfg := clientcmdapi.NewConfig()
 	cl := clientcmdapi.NewCluster()
 	cl.Server = api.ClusterServerURL(externalURL, name)
 	if hostSuffix != "" {
-		cl.Server = strings.TrimSuffix(externalURL, "/")
 		cl.TLSServerName = name + "." + hostSuffix
 	}
 	cl.CertificateAuthorityData = caPEM

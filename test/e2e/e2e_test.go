@@ -46,8 +46,9 @@ func TestKubeconfigPointsAtRelay(t *testing.T) {
 	c := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
 	// The cluster is named by the TLS server name, so clients that drop the
 	// server URL's path (kubectl --raw before 1.34, kubectl proxy) reach it.
-	if c.Server != shared.relay.URL || c.TLSServerName != "e2e.clusters.relay.internal" {
-		t.Fatalf("kubeconfig server = %q, tls-server-name %q; want %q and e2e.clusters.relay.internal", c.Server, c.TLSServerName, shared.relay.URL)
+	// Clients that ignore tls-server-name reach it by the server URL's path.
+	if want := shared.relay.URL + "/clusters/e2e"; c.Server != want || c.TLSServerName != "e2e.clusters.relay.internal" {
+		t.Fatalf("kubeconfig server = %q, tls-server-name %q; want %q and e2e.clusters.relay.internal", c.Server, c.TLSServerName, want)
 	}
 	u := cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo]
 	if u.Token != "" || u.Exec == nil || u.Exec.Args[0] != "kube-credential" {
@@ -230,6 +231,7 @@ func TestUnknownClusterIs404(t *testing.T) {
 	ctx := harness.TestContext(t)
 	cfg, _ := clientcmd.LoadFromFile(shared.kubeconfig)
 	for _, c := range cfg.Clusters {
+		c.Server = shared.relay.URL + "/clusters/no-such-cluster"
 		c.TLSServerName = "no-such-cluster.clusters.relay.internal"
 	}
 	path := filepath.Join(t.TempDir(), "kc")

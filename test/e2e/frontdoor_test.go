@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
@@ -108,6 +110,22 @@ func TestClientsWithoutPathPrefix(t *testing.T) {
 	ctx := harness.TestContext(t)
 	if out := run(t, ctx, "get", "--raw", "/version"); !strings.Contains(out, `"gitVersion"`) {
 		t.Errorf("kubectl get --raw /version: %s", out)
+	}
+	// A client that ignores tls-server-name (many non-Go clients) reaches
+	// the cluster by the server URL's path.
+	cfg, err := clientcmd.LoadFromFile(shared.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfg.Clusters {
+		c.TLSServerName = ""
+	}
+	byPath := filepath.Join(t.TempDir(), "by-path.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, byPath); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, err := kubectl.Run(ctx, byPath, nil, nil, "get", "ns", "kube-system", "-o", "name"); err != nil || !strings.Contains(out, "namespace/kube-system") {
+		t.Errorf("without tls-server-name: %v %s\n%s", err, out, stderr)
 	}
 	p, err := kubectl.Start(ctx, shared.kubeconfig, nil, "proxy", "--port", "0")
 	if err != nil {
