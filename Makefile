@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test unit e2e tools demo demo-down bench bench-smoke fmt vet clean
+.PHONY: all build test unit e2e tools demo demo-down bench bench-smoke fmt vet clean images
 
 all: build
 
@@ -48,6 +48,29 @@ bench:
 # Proves the benchmark harness runs; never gates on speed.
 bench-smoke:
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 -run '^TestSmoke$$' -bench . -benchtime 1x ./...
+
+# Container images, one per binary, from cmd/<binary>/Dockerfile with the
+# repository root as context. CONTAINER_ENGINE defaults to docker if its daemon
+# answers, else podman; when neither answers no image is built, and that is
+# not an error (make images IMAGES=relay builds one).
+IMAGE_REGISTRY ?= ghcr.io/clusterconnect
+IMAGES ?= clusteragent relay kube-aad-proxy guard connectctl
+CONTAINER_ENGINE ?=
+
+images:
+	@engine="$(CONTAINER_ENGINE)"; \
+	if [ -z "$$engine" ]; then \
+		if docker info >/dev/null 2>&1; then engine=docker; \
+		elif podman info >/dev/null 2>&1; then engine=podman; fi; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+		echo "images: no container engine answers (tried docker info, podman info); no image was built"; \
+		exit 0; \
+	fi; \
+	for b in $(IMAGES); do \
+		echo "$$engine build -f cmd/$$b/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/$$b:$(VERSION) ."; \
+		$$engine build -f cmd/$$b/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/$$b:$(VERSION) . || exit 1; \
+	done
 
 clean:
 	rm -rf bin .demo

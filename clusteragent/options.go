@@ -38,6 +38,11 @@ type Options struct {
 	Namespace string
 	// IdentitySecret names that Secret.
 	IdentitySecret string
+	// IdentityDir, when set, is the identity Secret mounted as files: the
+	// process reads the identity from there (following its changes) instead
+	// of running the identity role, and needs no access to Secrets. The
+	// agent chart runs connect and sync so, beside one identity Deployment.
+	IdentityDir string
 	// Kubeconfig for the agent's own Kubernetes API access (the identity
 	// Secret); empty means in-cluster.
 	Kubeconfig string
@@ -96,7 +101,7 @@ func NewOptions() *Options {
 // Flags registers the options on fs.
 func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "how often the sync role sends a heartbeat (jittered ±10%)")
-	fs.Func("roles", "comma-separated agent roles to run: connect (tunnels), sync (heartbeat and metadata); the identity role always runs", func(v string) error {
+	fs.Func("roles", "comma-separated agent roles to run: identity (enrolment, renewal, the identity Secret), connect (tunnels), sync (heartbeat, metadata, role health); identity runs whenever --identity-dir is not set", func(v string) error {
 		o.Roles = strings.Split(v, ",")
 		return nil
 	})
@@ -105,6 +110,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.RegistrationTokenFile, "registration-token-file", o.RegistrationTokenFile, "file with the one-time registration token from `connectctl clusters create` (used only to enrol)")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the identity Secret (default: $POD_NAMESPACE, or the pod's namespace)")
 	fs.StringVar(&o.IdentitySecret, "identity-secret", o.IdentitySecret, "name of the Secret holding the cluster's key and certificate")
+	fs.StringVar(&o.IdentityDir, "identity-dir", o.IdentityDir, "directory of the mounted identity Secret (tls.crt, tls.key, ca.crt): read and followed instead of running the identity role")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig for the agent's own API access (default: in-cluster)")
 	fs.StringVar(&o.RelayCAFile, "relay-ca-file", o.RelayCAFile, "CA bundle to trust for the relay (added to the system roots)")
 	fs.IntVar(&o.Tunnels, "tunnels", o.Tunnels, "parallel tunnels to keep")
@@ -136,9 +142,18 @@ func (o *Options) Logger(w io.Writer) *slog.Logger { return o.Log.New(w) }
 func (o *Options) Validate() error {
 	var errs []error
 	for _, r := range o.Roles {
-		if r != "connect" && r != "sync" {
-			errs = append(errs, fmt.Errorf("--roles: unknown role %q (known: connect, sync)", r))
+		if r != "identity" && r != "connect" && r != "sync" {
+			errs = append(errs, fmt.Errorf("--roles: unknown role %q (known: identity, connect, sync)", r))
 		}
+	}
+	if len(o.Roles) == 0 {
+		errs = append(errs, errors.New("--roles: at least one role"))
+	}
+	if o.IdentityDir != "" && o.has("identity") {
+		errs = append(errs, errors.New("--identity-dir reads the identity another process keeps: it cannot go with the identity role"))
+	}
+	if o.IdentityDir != "" && o.RegistrationTokenFile != "" {
+		errs = append(errs, errors.New("--registration-token-file is for the identity role: drop it with --identity-dir"))
 	}
 	if o.RelayURL == "" {
 		errs = append(errs, errors.New("--relay-url is required"))
@@ -146,13 +161,13 @@ func (o *Options) Validate() error {
 	if o.Cluster == "" {
 		errs = append(errs, errors.New("--cluster is required"))
 	}
-	if o.Namespace == "" {
-		errs = append(errs, errors.New("--namespace is required outside a pod (where the identity Secret lives)"))
+	if o.Namespace == "" && o.needsKube() {
+		errs = append(errs, errors.New("--namespace is required outside a pod (where the identity Secret and the agent roles live)"))
 	}
 	if o.IdentitySecret == "" {
 		errs = append(errs, errors.New("--identity-secret must not be empty"))
 	}
-	if o.Upstream == "" {
+	if o.Upstream == "" && o.has("connect") {
 		errs = append(errs, errors.New("--upstream is required outside a cluster (e.g. https://127.0.0.1:6443)"))
 	}
 	if o.Tunnels < 1 {
@@ -181,6 +196,15 @@ func (o *Options) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// runsIdentity reports whether this process keeps the identity (enrols,
+// renews, writes the Secret) rather than reading it from --identity-dir.
+func (o *Options) runsIdentity() bool { return o.IdentityDir == "" }
+
+// needsKube reports whether this process uses the Kubernetes API: the
+// identity role (its Secret) and sync (metadata, role health) do; connect
+// with a mounted identity does not.
+func (o *Options) needsKube() bool { return o.runsIdentity() || o.has("sync") }
 
 // has reports whether role is enabled.
 func (o *Options) has(role string) bool {

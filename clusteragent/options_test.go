@@ -40,6 +40,10 @@ func TestOptionsValidate(t *testing.T) {
 		{append(base, "--tunnels", "0"), "--tunnels"},
 		{append(base, "--allow", "kube=tcp://x:1"), `"kube" is set by --upstream`},
 		{append(base, "--backoff-min", "2s", "--backoff-max", "1s"), "--backoff-min"},
+		{append(base, "--roles", "identity,connect", "--identity-dir", "/id"), "cannot go with the identity role"},
+		{append(base, "--roles", "connect", "--identity-dir", "/id", "--registration-token-file", "/t"), "--registration-token-file is for the identity role"},
+		{[]string{"--relay-url", "https://relay:8443", "--cluster", "c", "--roles", "connect", "--identity-dir", "/id"}, "--upstream is required"},
+		{[]string{"--relay-url", "https://relay:8443", "--cluster", "c", "--roles", "sync", "--identity-dir", "/id"}, "--namespace is required"},
 	} {
 		t.Setenv("KUBERNETES_SERVICE_HOST", "")
 		o := NewOptions()
@@ -52,8 +56,16 @@ func TestOptionsValidate(t *testing.T) {
 			t.Errorf("%v: Validate() = %v, want an error containing %s", tc.args, err, tc.want)
 		}
 	}
+	// connect with a mounted identity needs no namespace (no API access).
 	o := NewOptions()
 	fs := flag.NewFlagSet("clusteragent", flag.ContinueOnError)
+	o.Flags(fs)
+	fs.Parse([]string{"--relay-url", "https://relay:8443", "--cluster", "c", "--roles", "connect", "--identity-dir", "/id", "--upstream", "https://10.0.0.1:443"})
+	if err := o.Validate(); err != nil || o.needsKube() {
+		t.Fatalf("connect with --identity-dir: %v (needsKube %v)", err, o.needsKube())
+	}
+	o = NewOptions()
+	fs = flag.NewFlagSet("clusteragent", flag.ContinueOnError)
 	o.Flags(fs)
 	fs.Parse(append(base, "--allow", "metrics=tcp://127.0.0.1:9090"))
 	if err := o.Validate(); err != nil {

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -28,44 +30,37 @@ import (
 
 // Run runs the roles until ctx is done, then drains them. ready, if not nil,
 // is called with the health listener's address.
+//
+// The health listener comes up first: /healthz answers as long as the
+// process runs (a liveness probe must not restart an agent that waits for
+// its identity or the relay), /readyz once the roles can do their work (the
+// identity is there and, with the connect role, a tunnel is up).
 func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr string)) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	targets := map[string]connect.Upstream{"kube": {URL: o.Upstream, CAFile: o.UpstreamCAFile}}
-	for name, u := range o.Allow {
-		targets[name] = connect.Upstream{URL: u}
+	var cs *kubernetes.Clientset
+	if o.needsKube() {
+		var err error
+		if cs, err = kubeClient(o); err != nil {
+			return err
+		}
 	}
-	cs, err := kubeClient(o)
-	if err != nil {
-		return err
-	}
-	id, err := startIdentity(ctx, o, cs, log.With("role", "identity"))
-	if err != nil {
-		return err
-	}
-	agent, err := connect.New(connect.Config{
-		RelayURL:  o.RelayURL,
-		Cluster:   o.Cluster,
-		TLSConfig: id.TLSConfig(),
-		Tunnels:   o.Tunnels,
-		Targets:   targets,
-		Tunnel: &tunnel.Config{
-			StreamWindow:      uint32(o.StreamWindow),
-			MaxStreams:        o.MaxStreams,
-			KeepAliveInterval: o.KeepAliveInterval,
-			KeepAliveTimeout:  o.KeepAliveTimeout,
-		},
-		DrainTimeout: o.DrainTimeout,
-		Backoff:      tunnel.Backoff{Min: o.BackoffMin, Max: o.BackoffMax},
-		Registry:     reg,
-		Logger:       log.With("role", "connect"),
-	})
-	if err != nil {
-		return err
-	}
+	var (
+		idReady atomic.Bool
+		agent   atomic.Pointer[connect.Agent]
+	)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", agent.Healthz)
-	mux.HandleFunc("GET /readyz", agent.Healthz)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		switch a := agent.Load(); {
+		case !idReady.Load():
+			http.Error(w, "waiting for the cluster identity", http.StatusServiceUnavailable)
+		case a != nil:
+			a.Healthz(w, r)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -84,14 +79,88 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 			stop(fmt.Errorf("health server on %s: %w", ln.Addr(), err))
 		}
 	}()
-	log.Info("clusteragent started", "cluster", o.Cluster, "relay", o.RelayURL, "upstream", o.Upstream, "tunnels", o.Tunnels, "health", ln.Addr().String())
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		<-healthDone
+	}()
+	if err := runRoles(ctx, o, log, cs, reg, &idReady, &agent, ln.Addr().String(), ready); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("clusteragent stopped")
+	return nil
+}
+
+// runRoles gets the identity, then runs the roles until ctx is done.
+func runRoles(ctx context.Context, o *Options, log *slog.Logger, cs *kubernetes.Clientset, reg *prometheus.Registry,
+	idReady *atomic.Bool, agentp *atomic.Pointer[connect.Agent], health string, ready func(addr string)) error {
+	var (
+		id     *identity.Identity
+		follow func(context.Context)
+		err    error
+	)
+	idLog := log.With("role", "identity")
+	if o.runsIdentity() {
+		if id, err = startIdentity(ctx, o, cs, idLog); err != nil {
+			return err
+		}
+		follow = id.Run
+	} else {
+		if id, err = identity.NewMounted(identity.MountedConfig{Dir: o.IdentityDir, Cluster: o.Cluster, RelayCAFile: o.RelayCAFile, Logger: idLog}); err != nil {
+			return err
+		}
+		if err := id.WaitMounted(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		follow = id.FollowMounted
+	}
+	idReady.Store(true)
+	var agent *connect.Agent
+	if o.has("connect") {
+		targets := map[string]connect.Upstream{"kube": {URL: o.Upstream, CAFile: o.UpstreamCAFile}}
+		for name, u := range o.Allow {
+			targets[name] = connect.Upstream{URL: u}
+		}
+		agent, err = connect.New(connect.Config{
+			RelayURL:  o.RelayURL,
+			Cluster:   o.Cluster,
+			TLSConfig: id.TLSConfig(),
+			Tunnels:   o.Tunnels,
+			Targets:   targets,
+			Tunnel: &tunnel.Config{
+				StreamWindow:      uint32(o.StreamWindow),
+				MaxStreams:        o.MaxStreams,
+				KeepAliveInterval: o.KeepAliveInterval,
+				KeepAliveTimeout:  o.KeepAliveTimeout,
+			},
+			DrainTimeout: o.DrainTimeout,
+			Backoff:      tunnel.Backoff{Min: o.BackoffMin, Max: o.BackoffMax},
+			Registry:     reg,
+			Logger:       log.With("role", "connect"),
+		})
+		if err != nil {
+			return err
+		}
+		agentp.Store(agent)
+	}
+	log.Info("clusteragent started", "cluster", o.Cluster, "roles", strings.Join(o.Roles, ","), "identity", identitySource(o),
+		"relay", o.RelayURL, "upstream", o.Upstream, "tunnels", o.Tunnels, "health", health)
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(health)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { id.Run(ctx) })
+	wg.Go(func() { follow(ctx) })
 	if o.has("sync") {
-		collector := &metadata.Collector{Client: cs, AgentVersion: version.Get()}
+		// The roles the agent chart deployed beside this one report their
+		// health through this one (none when run outside the chart).
+		collector := &metadata.Collector{Client: cs, AgentVersion: version.Get(), Namespace: o.Namespace}
 		hb := heartbeat.New(heartbeat.Config{
 			RelayURL: o.RelayURL,
 			Client:   id.HTTPClient(),
@@ -101,34 +170,31 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		})
 		wg.Go(func() { hb.Run(ctx) })
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-id.Rotated():
-				log.Info("certificate rotated; moving the tunnels to it", "not_after", id.NotAfter())
-				agent.Refresh()
+	if agent != nil {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-id.Rotated():
+					log.Info("certificate rotated; moving the tunnels to it", "not_after", id.NotAfter())
+					agent.Refresh()
+				}
 			}
-		}
-	})
-	if o.has("connect") {
+		})
 		agent.Run(ctx)
 	} else {
 		<-ctx.Done()
 	}
 	wg.Wait()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	<-healthDone
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	log.Info("clusteragent stopped")
 	return nil
+}
+
+func identitySource(o *Options) string {
+	if o.runsIdentity() {
+		return "secret " + o.Namespace + "/" + o.IdentitySecret
+	}
+	return "mounted " + o.IdentityDir
 }
 
 // startIdentity loads the cluster identity from its Secret, or enrols with

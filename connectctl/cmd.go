@@ -148,7 +148,7 @@ CONNECTCTL_CA_FILE) and then by flags.`,
 
 	// The verbs of az connectedk8s, and the same under "clusters" with
 	// create/token for scripts.
-	root.AddCommand(loginCmd(g), connectCmd(g, "connect"), listCmd(g), showCmd(g), deleteCmd(g), updateCmd(g), tokenCmd(g), kubeconfigCmd(g))
+	root.AddCommand(loginCmd(g), connectCmd(g, "connect"), upgradeCmd(g), disconnectCmd(g), listCmd(g), showCmd(g), deleteCmd(g), updateCmd(g), tokenCmd(g), kubeconfigCmd(g))
 	clusters := &cobra.Command{Use: "clusters", Aliases: []string{"cluster"}, Short: "Cluster verbs grouped: create, token, list, show, update, delete"}
 	clusters.AddCommand(connectCmd(g, "create"), tokenCmd(g), listCmd(g), showCmd(g), updateCmd(g), deleteCmd(g))
 	root.AddCommand(clusters, roleCmd(g), tokensCmd(g), auditCmd(g), whoamiCmd(g))
@@ -203,16 +203,29 @@ func (f *tokenFlags) print(cmd *cobra.Command, cl *Client, v *api.ConnectedClust
 func connectCmd(g *globals, use string) *cobra.Command {
 	var tf tokenFlags
 	var tags []string
+	var f installFlags
+	var guard bool
+	var proxyURL, proxyCA, noProxy string
+	short := "Register a cluster and print the agent install command with its one-time registration token"
+	if use == "connect" {
+		short = "Connect a cluster: register it and install its agents with the embedded Helm chart (--kubeconfig); a second run upgrades"
+	}
 	c := &cobra.Command{
 		Use:   use + " NAME",
-		Short: "Register (connect) a cluster and print the agent install command with its one-time registration token",
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client(cmd)
+			tm, err := parseTags(tags)
 			if err != nil {
 				return err
 			}
-			tm, err := parseTags(tags)
+			if f.target.Kubeconfig != "" {
+				if tf.file != "" {
+					return errors.New("--token-file goes without --kubeconfig: with it, the token goes straight into the cluster's registration Secret")
+				}
+				return installAgents(cmd, g, args[0], &f, guard, proxyURL, proxyCA, noProxy, tm, tf.ttl)
+			}
+			cl, err := g.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -225,6 +238,14 @@ func connectCmd(g *globals, use string) *cobra.Command {
 	}
 	tf.add(c)
 	c.Flags().StringSliceVar(&tags, "tags", nil, "tags, key=value (repeatable or comma-separated)")
+	if use == "connect" {
+		f.addTarget(c)
+		f.addChart(c)
+		c.Flags().BoolVar(&guard, "enable-guard", false, "also run guard, the apiserver's authorization webhook deciding from the relay's role assignments")
+		c.Flags().StringVar(&proxyURL, "proxy-url", "", "HTTPS proxy the agents dial out through, e.g. http://proxy.corp:3128")
+		c.Flags().StringVar(&proxyCA, "proxy-ca", "", "CA bundle (PEM file) of a TLS-inspecting proxy")
+		c.Flags().StringVar(&noProxy, "proxy-skip-range", "", "NO_PROXY additions for the agents (comma-separated)")
+	}
 	return c
 }
 
@@ -442,6 +463,15 @@ func printShow(w io.Writer, v *api.ConnectedCluster, now time.Time) {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}
 	tw.Flush()
+	if len(p.Agents) > 0 {
+		fmt.Fprintln(w, "Agents:")
+		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "  ROLE\tVERSION\tREADY\tLAST ERROR")
+		for _, a := range p.Agents {
+			fmt.Fprintf(tw, "  %s\t%s\t%d/%d\t%s\n", a.Role, orDash(a.Version), a.ReadyReplicas, a.Replicas, orDash(oneLine(a.LastError)))
+		}
+		tw.Flush()
+	}
 	events := p.Events
 	if len(events) > showEvents {
 		events = events[len(events)-showEvents:]
@@ -653,3 +683,7 @@ func merge(dst, src *clientcmdapi.Config) {
 	}
 	dst.CurrentContext = src.CurrentContext
 }
+
+// oneLine folds a multi-line message (a pod's last log lines) onto one
+// line for a table cell.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -230,6 +230,13 @@ The relay's side, with connectctl (the demo logged in to its own config file, $c
   $bin/connectctl --config $cc_config audit --cluster $cluster_name --since 10m   # who did what, through the relay
   $bin/connectctl --config $cc_config tokens create --name ci --role Reader --expires 24h --token-file $state/ci.token
 
+Install the agent set into a cluster with the Helm SDK, as a user would (docs/install.md; no container runtime runs
+here, so the Deployments exist but start no pod):
+
+  $bin/connectctl --config $cc_config connect demo2 --kubeconfig $state/cluster/admin.kubeconfig --namespace demo2-agents
+  kubectl --kubeconfig $state/cluster/admin.kubeconfig -n demo2-agents get deployments,serviceaccounts,networkpolicies
+  $bin/connectctl --config $cc_config disconnect demo2 --kubeconfig $state/cluster/admin.kubeconfig --namespace demo2-agents
+
 Entra mode — the same cluster as an Entra user, kubeconfig $state/kubeconfig-entra (connectctl get-token as exec
 plugin; the relay verifies the token and admits the user by its role assignment; kube-aad-proxy impersonates; guard
 authorizes from the relay's role assignments — the user is Viewer):

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func (s *Sender) Run(ctx context.Context) {
 				}
 			} else {
 				lastCollectErr = ""
-				if s.sent == nil || *s.sent != m {
+				if s.sent == nil || !reflect.DeepEqual(*s.sent, m) {
 					md = &m
 				}
 			}

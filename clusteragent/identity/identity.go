@@ -98,6 +98,8 @@ type Identity struct {
 	log        *slog.Logger
 	now        func() time.Time
 	rotated    chan struct{}
+	// mounted is set on an Identity of NewMounted.
+	mounted *MountedConfig
 
 	cur atomic.Pointer[state]
 
@@ -136,19 +138,9 @@ func New(cfg Config) (*Identity, error) {
 	if cfg.RenewAt < 0 || cfg.RenewAt >= 1 {
 		errs = append(errs, fmt.Errorf("RenewAt %v: want a fraction of the lifetime, 0 < RenewAt < 1 (0: %.2f)", cfg.RenewAt, DefaultRenewAt))
 	}
-	var extra []byte
-	if cfg.RelayCAFile != "" {
-		b, err := os.ReadFile(cfg.RelayCAFile)
-		if err == nil {
-			var certs []*x509.Certificate
-			if certs, err = wire.ParseCertificates(b); err == nil && len(certs) == 0 {
-				err = errors.New("no certificate in it")
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("relay CA bundle %s: %w", cfg.RelayCAFile, err))
-		}
-		extra = b
+	extra, err := readCABundle(cfg.RelayCAFile)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
@@ -464,4 +456,22 @@ func (t *rotatingTransport) CloseIdleConnections() {
 	if t.tr != nil {
 		t.tr.CloseIdleConnections()
 	}
+}
+
+// readCABundle reads the --relay-ca-file bundle; empty file means none.
+func readCABundle(file string) ([]byte, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err == nil {
+		var certs []*x509.Certificate
+		if certs, err = wire.ParseCertificates(b); err == nil && len(certs) == 0 {
+			err = errors.New("no certificate in it")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay CA bundle %s: %w", file, err)
+	}
+	return b, nil
 }

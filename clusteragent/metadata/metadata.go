@@ -18,6 +18,9 @@ import (
 type Collector struct {
 	Client       kubernetes.Interface
 	AgentVersion string
+	// Namespace, when set, is where the agent chart deployed the roles:
+	// their health is reported as Metadata.Agents (see Agents).
+	Namespace string
 }
 
 // Collect reads the server version and lists the nodes (in pages, so large
@@ -55,6 +58,13 @@ func (c *Collector) Collect(ctx context.Context) (api.Metadata, error) {
 	}
 	md.TotalCoreCount = int(milliCores / 1000)
 	md.Distribution, md.Infrastructure = Guess(v.GitVersion, nodes)
+	if c.Namespace != "" {
+		if md.Agents, err = Agents(ctx, c); err != nil {
+			// The cluster's facts still go; the error shows where the
+			// roles would.
+			md.Agents = []api.AgentRole{{Role: "sync", LastError: bound(err.Error())}}
+		}
+	}
 	return md, nil
 }
 

@@ -47,6 +47,8 @@ type ClusterProperties struct {
 	TotalCoreCount     int    `json:"totalCoreCount"`
 	Distribution       string `json:"distribution,omitempty"`
 	Infrastructure     string `json:"infrastructure,omitempty"`
+	// Agents is each agent role's health as last reported (see AgentRole).
+	Agents []AgentRole `json:"agents,omitempty"`
 	// LastConnectivityTime is the last heartbeat.
 	LastConnectivityTime time.Time `json:"lastConnectivityTime,omitzero"`
 	// ManagedIdentityCertificateExpirationTime is when the newest
@@ -103,6 +105,22 @@ type Metadata struct {
 	TotalCoreCount    int    `json:"totalCoreCount"`
 	Distribution      string `json:"distribution,omitempty"`
 	Infrastructure    string `json:"infrastructure,omitempty"`
+	// Agents is the health of each agent role deployed by the agent chart
+	// (one Deployment per role), as the sync role reads it.
+	Agents []AgentRole `json:"agents,omitempty"`
+}
+
+// AgentRole is one agent role's health: its Deployment's replicas and the
+// latest error its pods show (a waiting reason, or the message of the last
+// termination).
+type AgentRole struct {
+	Role          string `json:"role"`
+	Version       string `json:"version,omitempty"`
+	Replicas      int    `json:"replicas"`
+	ReadyReplicas int    `json:"readyReplicas"`
+	// Ready: every desired replica is ready (and there is at least one).
+	Ready     bool   `json:"ready"`
+	LastError string `json:"lastError,omitempty"`
 }
 
 // HeartbeatRequest is the body of POST HeartbeatPath; Metadata is sent when

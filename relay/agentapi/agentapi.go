@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -299,7 +300,7 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 		if m := req.Metadata; m != nil {
 			c.Metadata = store.Metadata{KubernetesVersion: m.KubernetesVersion, AgentVersion: m.AgentVersion,
 				TotalNodeCount: m.TotalNodeCount, TotalCoreCount: m.TotalCoreCount, Distribution: m.Distribution,
-				Infrastructure: m.Infrastructure, UpdatedAt: now.UTC()}
+				Infrastructure: m.Infrastructure, Agents: agentRoles(m.Agents), UpdatedAt: now.UTC()}
 		}
 		h.cfg.Status.Record(c)
 		return nil
@@ -332,4 +333,30 @@ func (h *Handler) checkAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpjson.Write(w, http.StatusOK, out)
+}
+
+// Bounds on the role health a heartbeat may report: the chart deploys a
+// handful of roles; anything longer is cut, not refused.
+const (
+	maxAgentRoles     = 32
+	maxAgentRoleField = 1024
+)
+
+// agentRoles is the stored form of the reported role health, bounded.
+func agentRoles(rs []api.AgentRole) []store.AgentRole {
+	if len(rs) > maxAgentRoles {
+		rs = rs[:maxAgentRoles]
+	}
+	cut := func(s string) string {
+		if len(s) > maxAgentRoleField {
+			return strings.ToValidUTF8(s[:maxAgentRoleField], "")
+		}
+		return s
+	}
+	var out []store.AgentRole
+	for _, r := range rs {
+		out = append(out, store.AgentRole{Role: cut(r.Role), Version: cut(r.Version), Replicas: r.Replicas,
+			ReadyReplicas: r.ReadyReplicas, Ready: r.Ready, LastError: cut(r.LastError)})
+	}
+	return out
 }

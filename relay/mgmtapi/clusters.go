@@ -45,6 +45,7 @@ func (h *Handler) view(c *store.Cluster, withEvents bool) api.ConnectedCluster {
 			TotalCoreCount:                           c.Metadata.TotalCoreCount,
 			Distribution:                             c.Metadata.Distribution,
 			Infrastructure:                           c.Metadata.Infrastructure,
+			Agents:                                   agentRoles(c.Metadata.Agents),
 			LastConnectivityTime:                     c.LastHeartbeat,
 			ManagedIdentityCertificateExpirationTime: c.CertNotAfter,
 			Tunnels:                                  h.cfg.Plane.Connected(c.Name),
@@ -338,4 +339,14 @@ func (h *Handler) kubeconfig(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/yaml")
 	w.Write(b)
+}
+
+// agentRoles is the wire form of the stored role health.
+func agentRoles(rs []store.AgentRole) []api.AgentRole {
+	var out []api.AgentRole
+	for _, r := range rs {
+		out = append(out, api.AgentRole{Role: r.Role, Version: r.Version, Replicas: r.Replicas,
+			ReadyReplicas: r.ReadyReplicas, Ready: r.Ready, LastError: r.LastError})
+	}
+	return out
 }

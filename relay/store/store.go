@@ -55,13 +55,24 @@ type Cluster struct {
 
 // Metadata describes a cluster as its metadata agent sees it.
 type Metadata struct {
-	KubernetesVersion string    `json:"kubernetesVersion,omitempty"`
-	AgentVersion      string    `json:"agentVersion,omitempty"`
-	TotalNodeCount    int       `json:"totalNodeCount"`
-	TotalCoreCount    int       `json:"totalCoreCount"`
-	Distribution      string    `json:"distribution,omitempty"`
-	Infrastructure    string    `json:"infrastructure,omitempty"`
-	UpdatedAt         time.Time `json:"updatedAt,omitzero"`
+	KubernetesVersion string      `json:"kubernetesVersion,omitempty"`
+	AgentVersion      string      `json:"agentVersion,omitempty"`
+	TotalNodeCount    int         `json:"totalNodeCount"`
+	TotalCoreCount    int         `json:"totalCoreCount"`
+	Distribution      string      `json:"distribution,omitempty"`
+	Infrastructure    string      `json:"infrastructure,omitempty"`
+	Agents            []AgentRole `json:"agents,omitempty"`
+	UpdatedAt         time.Time   `json:"updatedAt,omitzero"`
+}
+
+// AgentRole is one agent role's health as the sync role reported it.
+type AgentRole struct {
+	Role          string `json:"role"`
+	Version       string `json:"version,omitempty"`
+	Replicas      int    `json:"replicas"`
+	ReadyReplicas int    `json:"readyReplicas"`
+	Ready         bool   `json:"ready"`
+	LastError     string `json:"lastError,omitempty"`
 }
 
 // Event is a connectivity status transition.
