@@ -2,6 +2,8 @@ package charts
 
 import (
 	"context"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
+
+	"github.com/clusterconnect/clusterconnect/aadproxy"
+	"github.com/clusterconnect/clusterconnect/clusteragent"
+	"github.com/clusterconnect/clusterconnect/guard"
 )
 
 const testPEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
@@ -385,6 +391,75 @@ func checkDocumented(t *testing.T, dir string) {
 				t.Errorf("values.schema.json does not cover %s", k)
 				break
 			}
+		}
+	}
+}
+
+// flagged is a binary's options as its main parses them.
+type flagged interface {
+	Flags(*flag.FlagSet)
+	Validate() error
+}
+
+// TestAgentChartArgsParse: every container's args parse with its binary's
+// own flag set and pass its Validate, for every value set (a flag the
+// binary lacks, or a value it refuses, fails here rather than in a pod).
+func TestAgentChartArgsParse(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
+	t.Setenv("POD_NAMESPACE", "agents")
+	for name, sets := range agentValueSets {
+		t.Run(name, func(t *testing.T) {
+			for _, o := range byKind(renderAgent(t, agentValues(t, sets...)), "Deployment") {
+				d := convert[appsv1.Deployment](t, o)
+				c := d.Spec.Template.Spec.Containers[0]
+				var opts flagged
+				switch bin := filepath.Base(c.Command[0]); bin {
+				case "clusteragent":
+					opts = clusteragent.NewOptions()
+				case "kube-aad-proxy":
+					opts = aadproxy.NewOptions()
+				case "guard":
+					opts = guard.NewOptions()
+				default:
+					t.Fatalf("%s: unknown binary %s", d.Name, bin)
+				}
+				fs := flag.NewFlagSet(d.Name, flag.ContinueOnError)
+				fs.SetOutput(io.Discard)
+				opts.Flags(fs)
+				if err := fs.Parse(c.Args); err != nil {
+					t.Errorf("%s: %v (args %v)", d.Name, err, c.Args)
+					continue
+				}
+				if fs.NArg() != 0 {
+					t.Errorf("%s: stray arguments %v", d.Name, fs.Args())
+				}
+				if err := opts.Validate(); err != nil {
+					t.Errorf("%s: %v (args %v)", d.Name, err, c.Args)
+				}
+			}
+		})
+	}
+}
+
+func TestAgentChartGuardAtAFixedIP(t *testing.T) {
+	objs := renderAgent(t, agentValues(t, "guard.enabled=true", "guard.clusterIP=10.96.0.53"))
+	for _, o := range byKind(objs, "Secret") {
+		if o.GetName() != "clusterconnect-agent-guard-apiserver-config" {
+			continue
+		}
+		s := convert[corev1.Secret](t, o)
+		kc, err := clientcmd.Load([]byte(s.StringData["authz-webhook.kubeconfig"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if srv := kc.Clusters["guard"].Server; srv != "https://10.96.0.53:8443/subjectaccessreviews" {
+			t.Errorf("server %s, want the fixed IP", srv)
+		}
+	}
+	for _, o := range byKind(objs, "Service") {
+		if o.GetName() == "clusterconnect-agent-guard" && convert[corev1.Service](t, o).Spec.ClusterIP != "10.96.0.53" {
+			t.Errorf("guard Service without the fixed ClusterIP")
 		}
 	}
 }

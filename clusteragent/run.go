@@ -106,6 +106,9 @@ func runRoles(ctx context.Context, o *Options, log *slog.Logger, cs *kubernetes.
 	idLog := log.With("role", "identity")
 	if o.runsIdentity() {
 		if id, err = startIdentity(ctx, o, cs, idLog); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting: not a failure
+			}
 			return err
 		}
 		follow = id.Run

@@ -186,7 +186,17 @@ func installAgents(cmd *cobra.Command, g *globals, name string, f *installFlags,
 	if regSecret == "" {
 		regSecret = getString(ch.Values, "registration.secretName")
 	}
-	hasReg, err := in.RegistrationSecret(ctx, regSecret)
+	idSecret := getString(check, "identitySecretName")
+	if idSecret == "" {
+		idSecret = getString(ch.Values, "identitySecretName")
+	}
+	hasReg, err := in.HasSecret(ctx, regSecret)
+	if err != nil {
+		return err
+	}
+	// A token in place but no identity yet may be spent or expired (pods
+	// that never ran): a new one costs nothing.
+	enrolled, err := in.HasSecret(ctx, idSecret)
 	if err != nil {
 		return err
 	}
@@ -201,14 +211,14 @@ func installAgents(cmd *cobra.Command, g *globals, name string, f *installFlags,
 		prog.Step("registered cluster %s at %s", name, l.relay)
 	case err != nil:
 		return err
-	case !hasReg:
+	case !hasReg || !enrolled:
 		if v, err = cl.NewRegistrationToken(ctx, name, ttl); err != nil {
 			return err
 		}
 		token = v.RegistrationToken
 		prog.Step("cluster %s is registered; issued a new registration token (one use, until %s)", name, v.RegistrationTokenExpiresAt.UTC().Format(time.RFC3339))
 	default:
-		prog.Step("cluster %s is registered and its registration Secret is in place", name)
+		prog.Step("cluster %s is registered and enrolled (Secret %s); no new token", name, idSecret)
 	}
 	if err := in.EnsureNamespace(ctx, name); err != nil {
 		return err
@@ -321,12 +331,17 @@ func disconnectAgents(cmd *cobra.Command, g *globals, name string, f *installFla
 	if err != nil {
 		return err
 	}
-	if cur != nil {
-		if got := getString(cur.Config, "cluster.name"); got != name {
-			return fmt.Errorf("namespace %s holds the agents of cluster %q, not %q: pick the --namespace of %s's agents", in.Namespace(), got, name, name)
-		}
+	if cur == nil {
+		// Nothing ties this namespace to the cluster: delete nothing (a
+		// wrong --namespace, --context or --release-name must not remove
+		// the cluster at the relay).
+		return fmt.Errorf("no agents of cluster %s in namespace %s (release %s) of this kubeconfig's cluster: nothing was changed; check --namespace, --context and --release-name (`connectctl delete %s` deletes only the cluster at the relay)",
+			name, in.Namespace(), f.target.ReleaseName, name)
 	}
-	if _, err := in.Uninstall(ctx, f.timeout); err != nil {
+	if got := getString(cur.Config, "cluster.name"); got != name {
+		return fmt.Errorf("namespace %s holds the agents of cluster %q, not %q: pick the --namespace of %s's agents", in.Namespace(), got, name, name)
+	}
+	if _, err := in.Uninstall(ctx, name, f.timeout); err != nil {
 		return err
 	}
 	if keepResource {

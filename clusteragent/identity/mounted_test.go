@@ -48,17 +48,16 @@ func TestMountedIdentityFollowsTheSecret(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	// Nothing mounted yet (the identity role has not enrolled): it waits.
+	// Nothing mounted yet (the identity role has not enrolled): it waits,
+	// and gives up only when its context ends.
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	err = id.WaitMounted(short)
+	cancelShort()
+	if err == nil || !strings.Contains(err.Error(), "not there yet") {
+		t.Fatalf("WaitMounted without files = %v", err)
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- id.WaitMounted(ctx) }()
-	select {
-	case err := <-waited:
-		t.Fatalf("WaitMounted returned before the files existed: %v", err)
-	default:
-	}
-	if _, err := id.loadMounted(); err == nil || !strings.Contains(err.Error(), "not there yet") {
-		t.Fatalf("missing files: %v", err)
-	}
 	cert1, key1 := selfSigned(t, "prod-eu")
 	writeMounted(t, dir, map[string][]byte{keyCert: cert1, keyKey: key1})
 	if err := <-waited; err != nil {
@@ -74,12 +73,18 @@ func TestMountedIdentityFollowsTheSecret(t *testing.T) {
 	go func() { defer close(done); id.FollowMounted(follow) }()
 	defer func() { stop(); <-done }()
 
-	// A broken update (key of another certificate) keeps the current one.
+	// A broken update (key of another certificate) keeps the current one:
+	// the reads FollowMounted does fail, and nothing rotates.
 	_, otherKey := selfSigned(t, "prod-eu")
 	cert2, key2 := selfSigned(t, "prod-eu")
 	writeMounted(t, dir, map[string][]byte{keyCert: cert2, keyKey: otherKey})
 	if _, err := id.loadMounted(); err == nil {
 		t.Fatal("a certificate with another key was accepted")
+	}
+	select {
+	case <-id.Rotated():
+		t.Fatal("a broken update rotated the certificate")
+	case <-time.After(5 * 20 * time.Millisecond): // several FollowMounted polls
 	}
 	if id.Certificate() != first {
 		t.Fatal("a broken update replaced the certificate")

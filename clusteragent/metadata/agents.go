@@ -19,6 +19,7 @@ const (
 	PartOfValue    = "clusterconnect-agent"
 	ComponentLabel = "app.kubernetes.io/component" // the role
 	VersionLabel   = "app.kubernetes.io/version"
+	InstanceLabel  = "app.kubernetes.io/instance" // the Helm release
 )
 
 // maxLastError bounds the error text reported per role.
@@ -63,20 +64,23 @@ func Agents(ctx context.Context, c *Collector) ([]api.AgentRole, error) {
 }
 
 // lastError is the most telling problem of d: a pod's container that waits
-// for a reason other than starting, else a container's last termination
-// message, else a false Available condition.
+// for a reason other than starting, else the last termination message of a
+// container that is not ready, else a false Available condition.
 func lastError(d *appsv1.Deployment, pods []corev1.Pod) string {
 	var msg string
 	for i := range pods {
 		p := &pods[i]
-		if p.Labels[ComponentLabel] != d.Labels[ComponentLabel] {
+		if p.Labels[ComponentLabel] != d.Labels[ComponentLabel] || p.Labels[InstanceLabel] != d.Labels[InstanceLabel] {
 			continue
 		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
 				return bound(cs.Name + ": " + w.Reason + ": " + w.Message)
 			}
-			if t := cs.LastTerminationState.Terminated; t != nil && msg == "" && t.ExitCode != 0 {
+			// A crash before the container became ready again is history,
+			// not the role's state (guard restarts until the identity
+			// role has enrolled, once).
+			if t := cs.LastTerminationState.Terminated; t != nil && msg == "" && t.ExitCode != 0 && !cs.Ready {
 				msg = fmt.Sprintf("%s: exited %d (%s): %s", cs.Name, t.ExitCode, t.Reason, t.Message)
 			}
 		}

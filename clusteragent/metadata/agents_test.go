@@ -13,7 +13,7 @@ import (
 
 func TestAgentsReportsEachRole(t *testing.T) {
 	labels := func(role string) map[string]string {
-		return map[string]string{PartOfLabel: PartOfValue, ComponentLabel: role, VersionLabel: "v1.2.3"}
+		return map[string]string{PartOfLabel: PartOfValue, ComponentLabel: role, VersionLabel: "v1.2.3", InstanceLabel: "cca"}
 	}
 	dep := func(role string, want, ready int32) *appsv1.Deployment {
 		return &appsv1.Deployment{
@@ -34,6 +34,9 @@ func TestAgentsReportsEachRole(t *testing.T) {
 			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 40s restarting failed container"}}}),
 		pod("guard", corev1.ContainerStatus{Name: "guard",
 			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "guard: --client-cert-file: no such file\n"}}}),
+		// Crashed once, ready since: no error.
+		pod("connect", corev1.ContainerStatus{Name: "connect", Ready: true,
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2, Message: "old"}}}),
 		// Not the chart's: ignored.
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "agents"}},
 	)

@@ -59,6 +59,9 @@ const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "connectctl"
 	ClusterLabel   = "clusterconnect.io/cluster"
+	// identityManagedBy is the identity role's label on its Secret (whose
+	// ClusterLabel annotation names the cluster).
+	identityManagedBy = "clusterconnect"
 )
 
 // Target is the cluster to install into.
@@ -336,8 +339,8 @@ func (in *Installer) EnsureNamespace(ctx context.Context, cluster string) error 
 	return nil
 }
 
-// RegistrationSecret reports whether the registration Secret exists.
-func (in *Installer) RegistrationSecret(ctx context.Context, name string) (bool, error) {
+// HasSecret reports whether Secret name exists in the namespace.
+func (in *Installer) HasSecret(ctx context.Context, name string) (bool, error) {
 	_, err := in.kube.CoreV1().Secrets(in.t.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -368,7 +371,8 @@ func (in *Installer) PutRegistrationSecret(ctx context.Context, name, cluster, t
 }
 
 // Apply installs the chart, or upgrades the release if there is one
-// (reuseValues keeps the values of the installed release under vals). It
+// (reuseValues keeps the values the release was installed with, under
+// vals, over the new chart's defaults). It
 // does not wait for pods to be ready, only for the objects to exist.
 func (in *Installer) Apply(ctx context.Context, ch *chart.Chart, vals map[string]any, reuseValues bool, timeout time.Duration) (*release.Release, error) {
 	cur, err := in.Release()
@@ -389,7 +393,10 @@ func (in *Installer) Apply(ctx context.Context, ch *chart.Chart, vals map[string
 		up.Namespace = in.t.Namespace
 		up.WaitStrategy = kube.HookOnlyStrategy
 		up.Timeout = timeout
-		up.ReuseValues = reuseValues
+		// The new chart's defaults, then the values the release was
+		// installed with, then vals: a newer chart's new keys get their
+		// defaults (plain ReuseValues would keep the old chart's).
+		up.ResetThenReuseValues = reuseValues
 		up.MaxHistory = 5
 		r, err = up.RunWithContext(ctx, in.t.ReleaseName, ch, vals)
 	}
@@ -463,10 +470,12 @@ func (in *Installer) WaitObjects(ctx context.Context, rel *release.Release) ([]*
 	return objs, nil
 }
 
-// Uninstall removes the release (if any), then what connectctl created
-// beside it: the registration and identity Secrets, and the namespace if
-// connectctl created it. It reports whether there was a release.
-func (in *Installer) Uninstall(ctx context.Context, timeout time.Duration) (bool, error) {
+// Uninstall removes the release (if any), then what was created beside it
+// for cluster: the registration Secret (connectctl's label), the identity
+// Secret (the identity role's label, this cluster's annotation), and the
+// namespace if connectctl created it for this cluster and no other Helm
+// release is left in it. It reports whether there was a release.
+func (in *Installer) Uninstall(ctx context.Context, cluster string, timeout time.Duration) (bool, error) {
 	cur, err := in.Release()
 	if err != nil {
 		return false, err
@@ -496,21 +505,39 @@ func (in *Installer) Uninstall(ctx context.Context, timeout time.Duration) (bool
 	} else {
 		in.Progress.Step("no release %s in namespace %s", in.t.ReleaseName, in.t.Namespace)
 	}
+	secrets := in.kube.CoreV1().Secrets(in.t.Namespace)
 	for _, name := range []string{regSecret, idSecret} {
-		err := in.kube.CoreV1().Secrets(in.t.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
-		switch {
-		case err == nil:
-			in.Progress.Step("deleted Secret %s/%s", in.t.Namespace, name)
-		case !apierrors.IsNotFound(err):
+		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return cur != nil, fmt.Errorf("read Secret %s/%s: %w", in.t.Namespace, name, err)
+		}
+		ours := s.Labels[ManagedByLabel] == ManagedByValue && s.Labels[ClusterLabel] == cluster ||
+			s.Labels[ManagedByLabel] == identityManagedBy && s.Annotations[ClusterLabel] == cluster
+		if !ours {
+			in.Progress.Step("kept Secret %s/%s: not made for cluster %s by connectctl or its identity role", in.t.Namespace, name, cluster)
+			continue
+		}
+		if err := secrets.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return cur != nil, fmt.Errorf("delete Secret %s/%s: %w", in.t.Namespace, name, err)
 		}
+		in.Progress.Step("deleted Secret %s/%s", in.t.Namespace, name)
 	}
 	ns, err := in.kube.CoreV1().Namespaces().Get(ctx, in.t.Namespace, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return cur != nil, fmt.Errorf("read namespace %s: %w", in.t.Namespace, err)
-	case ns.Labels[ManagedByLabel] == ManagedByValue && ns.DeletionTimestamp == nil:
+	case ns.Labels[ManagedByLabel] != ManagedByValue || ns.Labels[ClusterLabel] != cluster || ns.DeletionTimestamp != nil:
+	default:
+		if others, err := secrets.List(ctx, metav1.ListOptions{LabelSelector: "owner=helm"}); err != nil {
+			return cur != nil, fmt.Errorf("list Helm releases in %s: %w", in.t.Namespace, err)
+		} else if len(others.Items) > 0 {
+			in.Progress.Step("kept namespace %s: other Helm releases are in it", in.t.Namespace)
+			break
+		}
 		if err := in.kube.CoreV1().Namespaces().Delete(ctx, in.t.Namespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return cur != nil, fmt.Errorf("delete namespace %s: %w", in.t.Namespace, err)
 		}

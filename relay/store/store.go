@@ -199,3 +199,30 @@ type Store interface {
 	DeleteExpiredTokens(ctx context.Context, now time.Time) (int, error)
 	Close() error
 }
+
+// Change is one change a Watcher saw: of a cluster, a role, an assignment
+// or a token (Kind is KindCluster, KindRole, KindAssignment, KindToken),
+// or KindResync when changes may have gone unseen.
+type Change struct {
+	Kind, Name string
+	Deleted    bool
+	// Replaced: a cluster registered again or its certificates revoked
+	// (another UID or certificate generation): its tunnels must close.
+	Replaced bool
+}
+
+// KindResync: the watch broke; drop everything cached.
+const KindResync = "resync"
+
+// Watcher is a Store shared by several relays: Watch follows the changes
+// every replica makes (the embedded store has one writer and is no
+// Watcher).
+type Watcher interface {
+	Watch(ctx context.Context, fn func(Change))
+}
+
+// Pinger is a Store that can be unavailable while the relay runs (etcd
+// without quorum): readiness asks it.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}

@@ -199,7 +199,8 @@ readinessProbe:
 {{/*
 cca.servingTLS: the data of a serving certificate Secret (tls.crt, tls.key, ca.crt) for host, kept
 across upgrades: an existing Secret's certificate is reused while it is there, else a CA and a
-certificate valid for ten years are made. Call with (dict "root" $ "secret" name "host" host).
+certificate valid for ten years are made. Call with (dict "root" $ "secret" name "host" host), and
+"ip" for an IP address SAN besides.
 */}}
 {{- define "cca.servingTLS" -}}
 {{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
@@ -211,7 +212,9 @@ ca.crt: {{ index $existing.data "ca.crt" }}
 {{- $ca := genCA (printf "%s CA" .host) 3650 -}}
 {{- $short := regexReplaceAll "\\.svc$" .host "" -}}
 {{- $first := regexReplaceAll "\\..*$" .host "" -}}
-{{- $cert := genSignedCert .host nil (list .host $short $first (printf "%s.cluster.local" .host)) 3650 $ca -}}
+{{- $ips := list -}}
+{{- with .ip }}{{ $ips = list . }}{{ end -}}
+{{- $cert := genSignedCert .host $ips (list .host $short $first (printf "%s.cluster.local" .host)) 3650 $ca -}}
 tls.crt: {{ $cert.Cert | b64enc }}
 tls.key: {{ $cert.Key | b64enc }}
 ca.crt: {{ $ca.Cert | b64enc }}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v4/pkg/strvals"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -234,10 +235,11 @@ func TestConnectUpgradeDisconnect(t *testing.T) {
 		t.Error("the registration token is in the release")
 	}
 
-	// A second run upgrades, keeps the token and the values.
+	// A second run upgrades and keeps the values; the agents have not
+	// enrolled (no pod runs here), so the token is replaced.
 	out = mustConnectctl(t, ctx, "connect", name, "--kubeconfig", kc, "--namespace", ns, "--enable-guard")
-	if !strings.Contains(out, "upgraded release clusterconnect-agent") || !strings.Contains(out, "revision 2") || !strings.Contains(out, "registration Secret is in place") {
-		t.Errorf("second connect did not upgrade in place:\n%s", out)
+	if !strings.Contains(out, "upgraded release clusterconnect-agent") || !strings.Contains(out, "revision 2") || !strings.Contains(out, "issued a new registration token") {
+		t.Errorf("second connect did not upgrade in place with a fresh token:\n%s", out)
 	}
 	// upgrade changes the image tag and keeps the rest.
 	mustConnectctl(t, ctx, "upgrade", name, "--kubeconfig", kc, "--namespace", ns, "--set", "image.tag=v0.2.0-e2e")
@@ -260,6 +262,9 @@ func TestConnectUpgradeDisconnect(t *testing.T) {
 	// The sync role reports every role's health, read from the Deployments
 	// the chart made: a real clusteragent (identity and sync) enrols with
 	// the token connectctl put in the Secret, in the chart's namespace.
+	if reg, err = c.kube.CoreV1().Secrets(ns).Get(ctx, "clusterconnect-registration", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	tokFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokFile, reg.Data["token"], 0o600); err != nil {
 		t.Fatal(err)
@@ -303,6 +308,11 @@ func TestConnectUpgradeDisconnect(t *testing.T) {
 	conn.Stop()
 	agent.Stop()
 
+	// Enrolled now: another connect keeps the identity, issues no token.
+	if out := mustConnectctl(t, ctx, "connect", name, "--kubeconfig", kc, "--namespace", ns); !strings.Contains(out, "enrolled") || strings.Contains(out, "new registration token") {
+		t.Errorf("connect after enrolment:\n%s", out)
+	}
+
 	// disconnect leaves nothing behind: no namespaced object of the chart
 	// (nor the identity Secret the agent wrote), no ClusterRole or binding,
 	// and the cluster is gone from the relay.
@@ -342,7 +352,11 @@ func TestConnectUpgradeDisconnect(t *testing.T) {
 	}
 	// No controller-manager runs here, so the deleted namespace stays
 	// Terminating; on a real cluster it goes.
-	if n, err := c.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil && n.DeletionTimestamp == nil {
+	switch n, err := c.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		t.Fatal(err)
+	case n.DeletionTimestamp == nil:
 		t.Errorf("namespace %s (created by connectctl) not deleted", ns)
 	}
 	if out, err := connectctl(t, ctx, "show", name); err == nil || !strings.Contains(out, "404") {
@@ -459,4 +473,28 @@ func decodeRelease(data []byte) (string, error) {
 	}
 	b, err := io.ReadAll(zr)
 	return string(b), err
+}
+
+// TestDisconnectWithoutAgentsChangesNothing: a disconnect aimed at a
+// namespace without the cluster's release (a wrong --namespace) deletes
+// nothing, neither there nor at the relay.
+func TestDisconnectWithoutAgentsChangesNothing(t *testing.T) {
+	ctx := harness.TestContext(t)
+	c := newClients(t)
+	ns := env.Namespace(t, ctx)
+	mustConnectctl(t, ctx, "clusters", "create", "lonely", "--token-file", filepath.Join(t.TempDir(), "tok"))
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "clusterconnect-registration", Namespace: ns}, StringData: map[string]string{"token": "someone else's"}}
+	if _, err := c.kube.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := connectctl(t, ctx, "disconnect", "lonely", "--kubeconfig", env.Cluster.AdminKubeconfig, "--namespace", ns)
+	if err == nil || !strings.Contains(out, "nothing was changed") {
+		t.Fatalf("disconnect without a release: %v\n%s", err, out)
+	}
+	if _, err := c.kube.CoreV1().Secrets(ns).Get(ctx, s.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("a Secret connectctl did not make was deleted: %v", err)
+	}
+	if _, err := connectctl(t, ctx, "show", "lonely"); err != nil {
+		t.Errorf("the cluster was deleted at the relay: %v", err)
+	}
 }
