@@ -370,7 +370,8 @@ topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zon
 				"--cluster-ca-cert-file=/etc/relay/cluster-ca/tls.crt", "--cluster-ca-key-file=/etc/relay/cluster-ca/tls.key",
 				"--max-streams=2048")
 			relayNoArgPrefix(t, c, "--limit-caller-burst", "--limit-cluster-rate")
-			if len(c.Env) != 1 || c.Env[0].Name != "GOMEMLIMIT" {
+			// POD_IP and POD_NAME (the fleet's --peer-url, --replica-id), then extraEnv.
+			if n := len(c.Env); n != 3 || c.Env[0].Name != "POD_IP" || c.Env[n-1].Name != "GOMEMLIMIT" {
 				t.Errorf("env %+v", c.Env)
 			}
 			if p := c.StartupProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "health" {

@@ -11,10 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterconnect/clusterconnect/pkg/cliflag"
 	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/limits"
+	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
 // HostSuffix is the cluster host suffix in effect: the flag, or derived
@@ -40,6 +42,14 @@ type Options struct {
 	Listen string
 	// DataDir holds the embedded store, the dev CA and the admin token.
 	DataDir string
+	// Store is "embedded" (a bbolt file in DataDir, one relay) or "etcd"
+	// (a fleet of relays sharing an etcd cluster: Etcd).
+	Store string
+	Etcd  store.EtcdConfig
+	// PeerURL is where the other replicas of a fleet reach this one
+	// (https://<pod IP>:<port>); ReplicaID names it (default: host name and
+	// a random suffix).
+	PeerURL, ReplicaID string
 	// ExternalURL is how clients reach the relay; empty means
 	// https://localhost:<listen port>.
 	ExternalURL string
@@ -101,6 +111,7 @@ func NewOptions() *Options {
 	return &Options{
 		Listen:               ":8443",
 		DataDir:              "relay-data",
+		Store:                "embedded",
 		Hostnames:            []string{"localhost", "127.0.0.1", "::1"},
 		CertLifetime:         90 * 24 * time.Hour,
 		Location:             "local",
@@ -123,6 +134,14 @@ func NewOptions() *Options {
 func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTPS listen address (agents, kubectl, management API)")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory for the embedded store, dev CA and admin token")
+	fs.StringVar(&o.Store, "store", o.Store, "where state is kept: embedded (a file in --data-dir, one relay) or etcd (a fleet of relays sharing an etcd cluster)")
+	fs.Var(&cliflag.StringList{Dst: &o.Etcd.Endpoints}, "etcd-endpoints", "etcd client URLs, https://host:2379 (repeatable or comma-separated; with --store etcd)")
+	fs.StringVar(&o.Etcd.CertFile, "etcd-cert", o.Etcd.CertFile, "client certificate for etcd (PEM)")
+	fs.StringVar(&o.Etcd.KeyFile, "etcd-key", o.Etcd.KeyFile, "its key (PEM)")
+	fs.StringVar(&o.Etcd.CAFile, "etcd-ca", o.Etcd.CAFile, "CA bundle of the etcd members' serving certificates")
+	fs.StringVar(&o.PeerURL, "peer-url", o.PeerURL, "with --store etcd: https://host:port where the other replicas reach this one's --listen (forwarded requests)")
+	fs.StringVar(&o.ReplicaID, "replica-id", o.ReplicaID, "with --store etcd: this replica's name in the fleet (default: host name and a random suffix)")
+	fs.StringVar(&o.Etcd.Prefix, "etcd-prefix", o.Etcd.Prefix, "key prefix in etcd (several relay fleets can share one etcd cluster under different prefixes)")
 	fs.StringVar(&o.ExternalURL, "external-url", o.ExternalURL, "URL clients use to reach this relay (default https://localhost:<port>)")
 	fs.Func("hostname", "extra host name or IP for the dev serving certificate (repeatable; default localhost, 127.0.0.1, ::1)", func(v string) error {
 		o.Hostnames = append(o.Hostnames, v)
@@ -173,6 +192,29 @@ func (o *Options) Validate() error {
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	switch o.Store {
+	case "embedded":
+		if len(o.Etcd.Endpoints) > 0 {
+			errs = append(errs, errors.New("--etcd-endpoints needs --store etcd"))
+		}
+	case "etcd":
+		if len(o.Etcd.Endpoints) == 0 {
+			errs = append(errs, errors.New("--store etcd needs --etcd-endpoints"))
+		}
+		for _, e := range o.Etcd.Endpoints {
+			if u, err := url.Parse(e); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("--etcd-endpoints %q: want https://host:port", e))
+			}
+		}
+		if (o.Etcd.CertFile == "") != (o.Etcd.KeyFile == "") {
+			errs = append(errs, errors.New("--etcd-cert and --etcd-key go together"))
+		}
+		if u, err := url.Parse(o.PeerURL); o.PeerURL == "" || err != nil || u.Scheme != "https" || u.Port() == "" {
+			errs = append(errs, fmt.Errorf("--store etcd needs --peer-url https://host:port, the address the other replicas reach this one at (got %q)", o.PeerURL))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--store %q: want embedded or etcd", o.Store))
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))

@@ -2,12 +2,14 @@ package relay
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,11 +21,14 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/keypair"
 	"github.com/clusterconnect/clusterconnect/pkg/serve"
+	"github.com/clusterconnect/clusterconnect/pkg/trust"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 	"github.com/clusterconnect/clusterconnect/relay/audit"
 	"github.com/clusterconnect/clusterconnect/relay/authn"
 	"github.com/clusterconnect/clusterconnect/relay/certs"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
+	"github.com/clusterconnect/clusterconnect/relay/dataplane"
+	"github.com/clusterconnect/clusterconnect/relay/fleet"
 	"github.com/clusterconnect/clusterconnect/relay/kek"
 	"github.com/clusterconnect/clusterconnect/relay/secret"
 	"github.com/clusterconnect/clusterconnect/relay/store"
@@ -67,7 +72,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	st, err := store.OpenBolt(filepath.Join(o.DataDir, "relay.db"))
+	st, err := openStore(ctx, o, log)
 	if err != nil {
 		return err
 	}
@@ -99,7 +104,27 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		log.Warn("the serving certificate does not cover *."+suffix+": kubeconfigs name clusters by path (/clusters/<name>); add the wildcard name to the certificate, or set --cluster-host-suffix", "suffix", suffix)
 		suffix = ""
 	}
+	var fl *fleet.Fleet
+	if es, ok := st.(*store.Etcd); ok {
+		roots := trust.SystemPool()
+		roots.AppendCertsFromPEM(caPEM)
+		id := o.ReplicaID
+		if id == "" {
+			id = replicaID()
+		}
+		if fl, err = fleet.Start(ctx, fleet.Config{Client: es.Client(), Prefix: es.Prefix(), ReplicaID: id, PeerURL: o.PeerURL,
+			CA: ca, RootCAs: roots, ServerName: externalHost(o.ExternalURL), Logger: log}); err != nil {
+			return err
+		}
+		defer fl.Stop()
+		log.Info("fleet replica", "replica", id, "peer_url", o.PeerURL)
+	}
+	var planeFleet dataplane.Fleet
+	if fl != nil {
+		planeFleet = fl
+	}
 	srv, err := New(Config{
+		Fleet:                planeFleet,
 		Store:                st,
 		ExternalURL:          o.ExternalURL,
 		CAPEM:                caPEM,
@@ -283,4 +308,39 @@ func certCovers(pair *keypair.Reloader, host string) bool {
 		return false
 	}
 	return c.Leaf.VerifyHostname(host) == nil
+}
+
+// openStore opens the store --store names.
+func openStore(ctx context.Context, o *Options, log *slog.Logger) (store.Store, error) {
+	if o.Store != "etcd" {
+		return store.OpenBolt(filepath.Join(o.DataDir, "relay.db"))
+	}
+	cfg := o.Etcd
+	cfg.Logger = log
+	st, err := store.OpenEtcd(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("store: etcd", "endpoints", cfg.Endpoints, "prefix", cfg.Prefix)
+	return st, nil
+}
+
+// replicaID is the host name with a random suffix (a restarted replica is
+// a new one: its predecessor's records expire with its lease).
+func replicaID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "relay"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%x", h, b)
+}
+
+func externalHost(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return pu.Hostname()
 }

@@ -88,6 +88,9 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Logger; nil means discard.
 	Logger *slog.Logger
+	// Fleet, when set, makes this relay one replica of a fleet on a shared
+	// etcd store (see relay/fleet).
+	Fleet dataplane.Fleet
 }
 
 // Server is the relay's http.Handler: the front door and data plane, the
@@ -146,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 			}
 			return err == nil, err
 		},
-		Tunnel: cfg.Tunnel, Metrics: metrics, Registry: cfg.Registry, Now: cfg.Now, Logger: cfg.Logger,
+		Tunnel: cfg.Tunnel, Metrics: metrics, Registry: cfg.Registry, Now: cfg.Now, Logger: cfg.Logger, Fleet: cfg.Fleet,
 	})
 	if err != nil {
 		return nil, err
@@ -202,7 +205,29 @@ func New(cfg Config) (*Server, error) {
 	s.stop = cancel
 	s.sweeper.Go(func() { status.Sweep(ctx, cfg.Store) })
 	s.sweeper.Go(func() { s.sweepExpired(ctx) })
+	if w, ok := cfg.Store.(store.Watcher); ok {
+		s.sweeper.Go(func() { w.Watch(ctx, s.changed) })
+	}
 	return s, nil
+}
+
+// changed applies a change another replica made to the shared store (or
+// this one: the effects are idempotent): a deleted or re-registered
+// cluster's tunnels close here too, and cached admission decisions go, so
+// that a new, revoked or expired assignment or token counts at once.
+func (s *Server) changed(c store.Change) {
+	if c.Kind == store.KindCluster && (c.Deleted || c.Replaced) {
+		why := "cluster deleted; its certificates are revoked"
+		if !c.Deleted {
+			why = "cluster registered again; older certificates are revoked"
+		}
+		if s.plane.Connected(c.Name) > 0 {
+			s.plane.CloseTunnels(c.Name, why)
+		}
+	}
+	if c.Kind != store.KindCluster || c.Deleted || c.Replaced {
+		s.door.Forget()
+	}
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +269,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
-	if _, err := s.cfg.Store.ListClusters(r.Context()); err != nil {
+	var err error
+	if p, ok := s.cfg.Store.(store.Pinger); ok {
+		err = p.Ping(r.Context())
+	} else {
+		_, err = s.cfg.Store.ListClusters(r.Context())
+	}
+	if err != nil {
 		s.cfg.Logger.Warn("not ready: store unavailable", "err", err)
 		apistatus.Error(w, http.StatusServiceUnavailable, "relay not ready: its store is unavailable (see the relay's log)")
 		return

@@ -33,6 +33,9 @@ const (
 	PrincipalKindUser = "user"
 	// PrincipalKindToken: an API token, by token ID.
 	PrincipalKindToken = "token"
+	// PrincipalKindPeer: another replica of a relay fleet, by replica ID,
+	// forwarding a request it admitted (HeaderForwardedPrincipal).
+	PrincipalKindPeer = "peer"
 )
 
 // Principal is a verified caller as the relay sees it.
@@ -121,3 +124,10 @@ type AuditRecord struct {
 type AuditList struct {
 	Value []AuditRecord `json:"value"`
 }
+
+// HeaderForwardedPrincipal carries, from one relay replica to the replica
+// that holds a cluster's tunnels, the principal the first replica verified
+// and admitted: base64url (no padding) of its JSON. The owner honours it
+// only from a caller with a peer certificate; the relay removes it from
+// every request it passes to a cluster.
+const HeaderForwardedPrincipal = "X-Clusterconnect-Principal"

@@ -43,6 +43,34 @@ type Config struct {
 	Now func() time.Time
 	// Logger; nil means discard.
 	Logger *slog.Logger
+	// Fleet, when set, is the relay fleet this replica belongs to: it
+	// learns how many tunnels of each cluster this replica holds, and takes
+	// the requests for clusters whose tunnels are all on other replicas.
+	Fleet Fleet
+}
+
+// Fleet is what the plane needs of relay/fleet.
+type Fleet interface {
+	Tunnels(cluster string, n int)
+	// Forward proxies r, admitted for p, to a replica with a tunnel of
+	// cluster; false (nothing written) when there is none.
+	Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, p api.Principal) bool
+}
+
+type principalKey struct{}
+
+type forwardedKey struct{}
+
+// WithPrincipal returns r carrying the admitted principal (a fleet
+// forwards it to the owner of the cluster's tunnels).
+func WithPrincipal(r *http.Request, p api.Principal) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+}
+
+// Forwarded returns r marked as forwarded by another replica: it is served
+// by this replica's tunnels or not at all (never forwarded again).
+func Forwarded(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true))
 }
 
 // BusyRetryAfter is the Retry-After (seconds) of a 503 ClusterBusy.
@@ -194,6 +222,7 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 		hookMu.Unlock()
 	}()
 	pl.Add(sess)
+	p.tunnels(cluster, pl)
 	if valid == nil {
 		valid = func(ctx context.Context) error {
 			if ok, err := p.cfg.Registered(ctx, cluster); err == nil && !ok {
@@ -219,7 +248,22 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 		defer t.Stop()
 	}
 	<-sess.Done()
+	p.tunnels(cluster, pl)
 	log.Info("agent tunnel closed", "tunnels", pl.Len())
+}
+
+// tunnels tells the fleet how many tunnels of cluster this replica holds.
+func (p *Plane) tunnels(cluster string, pl *tunnel.Pool) {
+	if p.cfg.Fleet == nil {
+		return
+	}
+	n := 0
+	p.mu.Lock()
+	if p.pools[cluster] == pl {
+		n = pl.Len()
+	}
+	p.mu.Unlock()
+	p.cfg.Fleet.Tunnels(cluster, n)
 }
 
 // CloseTunnels closes every tunnel of a cluster at once.
@@ -230,6 +274,9 @@ func (p *Plane) CloseTunnels(name, why string) {
 	p.mu.Unlock()
 	if pl != nil {
 		pl.Close()
+	}
+	if p.cfg.Fleet != nil {
+		p.cfg.Fleet.Tunnels(name, 0)
 	}
 	p.log.Info("tunnels closed", "cluster", name, "why", why)
 }
@@ -275,8 +322,16 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 		return
 	}
 	p.inflight.Add(1)
+	pl := p.pools[name]
 	p.mu.Unlock()
 	defer p.inflight.Done()
+	if p.cfg.Fleet != nil && (pl == nil || pl.Len() == 0) && r.Context().Value(forwardedKey{}) == nil {
+		// No tunnel here: an owner elsewhere in the fleet serves it.
+		pr, _ := r.Context().Value(principalKey{}).(api.Principal)
+		if p.cfg.Fleet.Forward(w, r, name, prefix, pr) {
+			return
+		}
+	}
 	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, target{cluster: name, prefix: prefix}))
 	p.proxy.ServeHTTP(w, r)
 	if p.drainingTunnels.Load() > 0 {
@@ -319,6 +374,7 @@ func (p *Plane) rewrite(pr *httputil.ProxyRequest) {
 	// The apiserver's audit log records the real client: the address the
 	// relay saw, never a value the client sent (Rewrite has removed those).
 	pr.SetXForwarded()
+	pr.Out.Header.Del(api.HeaderForwardedPrincipal)
 	pr.Out.Header.Del("X-Forwarded-Host")
 	pr.Out.Header.Del("X-Forwarded-Proto")
 }

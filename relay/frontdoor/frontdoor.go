@@ -25,6 +25,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/relay/audit"
 	"github.com/clusterconnect/clusterconnect/relay/authn"
 	"github.com/clusterconnect/clusterconnect/relay/dataplane"
+	"github.com/clusterconnect/clusterconnect/relay/fleet"
 	"github.com/clusterconnect/clusterconnect/relay/limits"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
@@ -182,7 +183,20 @@ func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string
 		d.refuse(w, &rec, start, aerr.Code, aerr.Reason, aerr.Message, 0)
 		return
 	}
+	if res.Principal.Kind == api.PrincipalKindPeer {
+		// Another replica admitted (and audited, and counted) this request
+		// and forwards it here, where the cluster's tunnels are.
+		p, err := fleet.PrincipalOf(r.Header.Get(api.HeaderForwardedPrincipal))
+		if err != nil {
+			d.refuse(w, &rec, start, http.StatusBadRequest, "BadRequest", "a forwarded request without a valid "+api.HeaderForwardedPrincipal+" header", 0)
+			return
+		}
+		d.log.Debug("serving a request forwarded by a peer", "peer", res.Principal.ID, "principal", p.Kind+":"+p.ID, "cluster", name)
+		d.cfg.Plane.ServeCluster(w, dataplane.Forwarded(dataplane.WithPrincipal(r, p)), name, prefix)
+		return
+	}
 	rec.Principal = res.Principal
+	r = dataplane.WithPrincipal(r, res.Principal)
 	g, err := d.grant(r.Context(), name, res.Principal)
 	if err != nil {
 		d.log.Warn("admission: store unavailable", "cluster", name, "err", err)

@@ -478,6 +478,13 @@ func (s *Etcd) DeleteExpiredTokens(ctx context.Context, now time.Time) (int, err
 
 func (s *Etcd) Close() error { return s.cli.Close() }
 
+// Client is the etcd client (the fleet's leases and ownership records
+// share it); Prefix the key prefix.
+func (s *Etcd) Client() *clientv3.Client { return s.cli }
+
+// Prefix is the key prefix of the store.
+func (s *Etcd) Prefix() string { return s.prefix }
+
 // Watch calls fn for every change of a cluster, role, assignment or token
 // until ctx ends, from now on, in order. When the watch breaks (etcd
 // compacted the history it was at, or lost quorum for long), fn gets a

@@ -154,6 +154,9 @@ values from the user are quoted.
 - --etcd-cert={{ include "relay.etcdDir" . }}/tls.crt
 - --etcd-key={{ include "relay.etcdDir" . }}/tls.key
 - --etcd-ca={{ include "relay.etcdDir" . }}/ca.crt
+{{- /* The other replicas forward requests for clusters whose tunnels are here to this pod's own address. */}}
+- --peer-url=https://$(POD_IP):8443
+- --replica-id=$(POD_NAME)
 {{- end }}
 {{- with .Values.entra.tenants }}
 - {{ printf "--tenant=%s" (join "," .) | quote }}

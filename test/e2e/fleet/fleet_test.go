@@ -1,0 +1,213 @@
+package fleet
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/clusterconnect/clusterconnect/pkg/api"
+	"github.com/clusterconnect/clusterconnect/test/harness"
+	"github.com/clusterconnect/clusterconnect/test/kubectl"
+)
+
+// tunnelsOn returns each replica's tunnel count of the cluster (-1 for a
+// replica that is down).
+func tunnelsOn(t *testing.T, ctx context.Context) []int {
+	t.Helper()
+	out := make([]int, len(shared.relays))
+	for i, r := range shared.relays {
+		out[i] = -1
+		if r.Proc.Exited() {
+			continue
+		}
+		cl, err := r.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := cl.GetCluster(ctx, clusterName); err == nil {
+			out[i] = v.Properties.Tunnels
+		}
+	}
+	return out
+}
+
+// TestKubectlThroughEveryReplica: the same kubeconfig, only the server's
+// host:port changed, works through each replica; those without a tunnel
+// forward to one with (by host name: the kubeconfigs name the cluster by
+// TLS server name).
+func TestKubectlThroughEveryReplica(t *testing.T) {
+	ctx := harness.TestContext(t)
+	counts := tunnelsOn(t, ctx)
+	t.Logf("tunnels per replica: %v", counts)
+	forwarding := 0
+	for i, kc := range shared.kubecfgs {
+		if counts[i] == 0 {
+			forwarding++
+		}
+		out, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns", "kube-system", "-o", "name")
+		if err != nil || strings.TrimSpace(out) != "namespace/kube-system" {
+			t.Errorf("kubectl through replica %d (%d tunnels): %v\n%s%s", i, counts[i], err, out, stderr)
+		}
+		// By path too (/clusters/<name>), as clients that ignore the
+		// server name use it.
+		if out, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "--raw", "/version", "--tls-server-name="); err != nil || !strings.Contains(out, "gitVersion") {
+			t.Errorf("kubectl --raw through replica %d: %v\n%s%s", i, err, out, stderr)
+		}
+	}
+	if forwarding == 0 {
+		t.Logf("every replica holds a tunnel: no request was forwarded (the load balancer spread 2 tunnels over %d replicas)", len(counts))
+	}
+}
+
+// TestPeerIdentityIsVerified: the forwarded-principal header counts only
+// from a replica's peer certificate of the relay CA.
+func TestPeerIdentityIsVerified(t *testing.T) {
+	ctx := harness.TestContext(t)
+	r := shared.relays[0]
+	cfg, err := r.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := base64.RawURLEncoding.EncodeToString([]byte(`{"kind":"admin","id":"admin","name":"admin"}`))
+	// A certificate of another CA that claims to be a peer.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{{Scheme: "clusterconnect", Host: "principal", Path: "/peer/evil"}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, certs := range map[string][]tls.Certificate{
+		"no certificate":             nil,
+		"a foreign peer certificate": {{Certificate: [][]byte{der}, PrivateKey: key}},
+	} {
+		c := cfg.Clone()
+		c.Certificates = certs
+		tr := &http.Transport{TLSClientConfig: c}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/clusters/"+clusterName+"/api/v1/namespaces", nil)
+		req.Header.Set(api.HeaderForwardedPrincipal, forged)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s with a forged %s: HTTP %d, want 401", name, api.HeaderForwardedPrincipal, resp.StatusCode)
+		}
+	}
+}
+
+// TestOwnerKilled: SIGKILL a replica holding tunnels while a watch runs
+// through another: new requests through the other replicas work again
+// within seconds (another tunnel, or the agent's reconnect through the load
+// balancer), and the watch either goes on or ends with an error kubectl
+// reports; it never hangs.
+func TestOwnerKilled(t *testing.T) {
+	ctx := harness.TestContext(t)
+	counts := tunnelsOn(t, ctx)
+	victim, via := -1, -1
+	for i, n := range counts {
+		if n > 0 && victim < 0 {
+			victim = i
+		}
+	}
+	for i := range counts {
+		if i != victim && (via < 0 || counts[i] == 0) {
+			via = i
+		}
+	}
+	if victim < 0 || via < 0 {
+		t.Fatalf("tunnels per replica %v: nothing to kill", counts)
+	}
+	t.Logf("tunnels per replica %v: killing replica %d, requests through replica %d", counts, victim, via)
+	cs, err := env.Cluster.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t, ctx)
+	create := func(name string) {
+		t.Helper()
+		if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("before")
+	w, err := kubectl.Start(ctx, shared.kubecfgs[via], nil, "get", "configmaps", "-n", ns, "-w", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := w.WaitForStdout(ctx, "configmap/before"); err != nil {
+		t.Fatal(err)
+	}
+
+	shared.relays[victim].Proc.Kill()
+	killed := time.Now()
+	defer func() {
+		if err := shared.relays[victim].Start(ctx); err != nil {
+			t.Errorf("restart replica %d: %v", victim, err)
+		}
+	}()
+	var last string
+	for {
+		out, stderr, err := kubectl.Run(ctx, shared.kubecfgs[via], nil, nil, "get", "ns", "kube-system", "-o", "name", "--request-timeout=5s")
+		if err == nil && strings.TrimSpace(out) == "namespace/kube-system" {
+			break
+		}
+		last = fmt.Sprint(err, stderr)
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("no request through replica %d succeeded within 30 s of killing replica %d: %s", via, victim, last)
+		}
+	}
+	t.Logf("requests work again %s after the kill (last failure: %s)", time.Since(killed).Round(10*time.Millisecond), orNone(last))
+
+	// The watch: an event after the kill shows up, or kubectl has exited
+	// with an error; within 30 s either way.
+	create("after")
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	select {
+	case <-w.Done():
+		if err := w.Wait(ctx); err == nil {
+			t.Error("the watch ended without an error when its replica's tunnel went")
+		} else {
+			t.Logf("the watch ended with an error kubectl reported: %v", err)
+		}
+	case <-waitOut(wctx, w, "configmap/after"):
+		t.Log("the watch went on")
+	case <-wctx.Done():
+		t.Fatal("the watch hangs: no event, no exit, 30 s after the kill")
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func waitOut(ctx context.Context, w *kubectl.Process, s string) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		if w.WaitForStdout(ctx, s) == nil {
+			close(ch)
+		}
+	}()
+	return ch
+}
