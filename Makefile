@@ -33,8 +33,11 @@ unit:
 e2e: tools
 	$(GO) test -race -count=1 -timeout 20m ./test/e2e/...
 
+# make demo RELAYS=3: a fleet of relay replicas on a three-member etcd cluster.
+RELAYS ?= 1
+
 demo:
-	@hack/demo.sh up
+	@RELAYS=$(RELAYS) hack/demo.sh up
 
 demo-down:
 	@hack/demo.sh down

@@ -25,6 +25,12 @@ pod_port="${DEMO_POD_PORT:-18449}"         # the demo Pod's HTTP page (the test 
 forward_port="${DEMO_FORWARD_PORT:-18450}" # the local end of the printed kubectl port-forward
 relay_health_port="${DEMO_RELAY_HEALTH_PORT:-18451}" # the relay's /readyz and /metrics (loopback only)
 pod_log_every=3s                           # how often the demo Pod logs a line
+# make demo RELAYS=3: a relay fleet — that many replicas sharing a three-member
+# etcd cluster (TLS), behind a load balancer the agent dials.
+relays="${RELAYS:-1}"
+balancer_port="${DEMO_BALANCER_PORT:-18470}"
+replica_port() { if [[ $1 == 1 ]]; then echo "$relay_port"; else echo $((18480 + $1)); fi; }
+replica_health_port() { if [[ $1 == 1 ]]; then echo "$relay_health_port"; else echo $((18490 + $1)); fi; }
 # connectctl's config for the demo relay: the demo's own file, never the
 # user's ~/.config/connectctl/config.yaml. Every connectctl call names it.
 cc_config="$state/connectctl.yaml"
@@ -51,6 +57,8 @@ down() {
 	stop_pid clusteragent
 	stop_pid guard
 	stop_pid relay
+	for f in "$state"/relay-*.pid; do [[ -e $f ]] && stop_pid "$(basename "$f" .pid)"; done
+	stop_pid devfleet
 	stop_pid kube-aad-proxy
 	stop_pid devaad
 	stop_pid devcluster
@@ -82,7 +90,7 @@ up() {
 	echo "==> building relay, clusteragent, connectctl, kube-aad-proxy, guard"
 	version="$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo dev)"
 	(cd "$root" && go build -ldflags "-X github.com/clusterconnect/clusterconnect/pkg/version.Version=$version" \
-		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./cmd/kube-aad-proxy ./cmd/guard ./hack/devcluster ./hack/devaad)
+		-o "$bin/" ./cmd/relay ./cmd/clusteragent ./cmd/connectctl ./cmd/kube-aad-proxy ./cmd/guard ./hack/devcluster ./hack/devaad ./hack/devfleet)
 
 	echo "==> starting a local Entra ID stand-in (OIDC issuer, device-code login, Graph)"
 	mkdir -p "$state/aad"
@@ -142,14 +150,45 @@ YAML
 		--graph-url "$GRAPH_URL" --client-id kube-aad-proxy --client-secret-file "$state/aad/graph-secret"
 	wait_for "kube-aad-proxy" 30 grep -q "kube-aad-proxy listening" "$state/kube-aad-proxy.log"
 
-	echo "==> starting the relay on $relay_url"
 	# The relay verifies Entra tokens itself (the same issuer, tenant and
 	# audience as kube-aad-proxy) and records every request in its audit log.
-	start_bg relay "$state/relay.log" "$bin/relay" --listen "127.0.0.1:$relay_port" \
-		--health-listen "127.0.0.1:$relay_health_port" \
-		--data-dir "$state/relay" --external-url "$relay_url" --audit-log "$state/relay-audit.log" \
-		--issuer-url "$ISSUER_URL" --v1-issuer-url "$ISSUER_V1_URL" --issuer-ca-file "$ISSUER_CA" \
-		--tenant "$TENANT" --audience "$aad_audience"
+	relay_args=(--issuer-url "$ISSUER_URL" --v1-issuer-url "$ISSUER_V1_URL" --issuer-ca-file "$ISSUER_CA"
+		--tenant "$TENANT" --audience "$aad_audience")
+	agent_relay_url="$relay_url"
+	if ((relays > 1)); then
+		echo "==> starting a three-member etcd cluster (TLS) and a load balancer in front of $relays relay replicas"
+		backends=()
+		for i in $(seq 1 "$relays"); do backends+=("127.0.0.1:$(replica_port "$i")"); done
+		start_bg devfleet "$state/devfleet.log" "$bin/devfleet" --dir "$state/etcd" --members 3 \
+			--balancer-listen "127.0.0.1:$balancer_port" --relays "$(IFS=,; echo "${backends[*]}")"
+		wait_for "etcd" 120 test -f "$state/etcd/fleet.env"
+		# shellcheck disable=SC1091
+		source "$state/etcd/fleet.env"
+		agent_relay_url="$BALANCER_URL"
+		for i in $(seq 1 "$relays"); do
+			port="$(replica_port "$i")"
+			dir="$state/relay"
+			[[ $i == 1 ]] || dir="$state/relay-$i"
+			if [[ $i != 1 ]]; then
+				# The replicas share the first one's CA, serving certificate, admin token and
+				# key-encryption key, as a Deployment's pods share Secrets.
+				mkdir -p "$dir"
+				for f in ca.crt ca.key serving.crt serving.key admin-token kek; do cp "$state/relay/$f" "$dir/"; done
+			fi
+			echo "==> starting relay replica $i on https://127.0.0.1:$port"
+			start_bg "relay-$i" "$state/relay-$i.log" "$bin/relay" --listen "127.0.0.1:$port" \
+				--health-listen "127.0.0.1:$(replica_health_port "$i")" --data-dir "$dir" \
+				--external-url "https://127.0.0.1:$port" --audit-log "$state/relay-audit-$i.log" "${relay_args[@]}" \
+				--store etcd --etcd-endpoints "$ETCD_ENDPOINTS" --etcd-ca "$ETCD_CA" --etcd-cert "$ETCD_CERT" --etcd-key "$ETCD_KEY" \
+				--peer-url "https://127.0.0.1:$port" --replica-id "relay-$i"
+			wait_for "relay replica $i" 30 curl -sf "http://127.0.0.1:$(replica_health_port "$i")/readyz" -o /dev/null
+		done
+	else
+		echo "==> starting the relay on $relay_url"
+		start_bg relay "$state/relay.log" "$bin/relay" --listen "127.0.0.1:$relay_port" \
+			--health-listen "127.0.0.1:$relay_health_port" \
+			--data-dir "$state/relay" --external-url "$relay_url" --audit-log "$state/relay-audit.log" "${relay_args[@]}"
+	fi
 	wait_for "relay" 30 test -f "$state/relay/admin-token"
 	wait_for "relay" 30 "${cc[@]}" login --relay "$relay_url" --ca-file "$state/relay/ca.crt" --token-file "$state/relay/admin-token"
 
@@ -159,7 +198,7 @@ YAML
 	echo "==> starting the clusterconnect agent: it enrols (key made locally, certificate from the relay,"
 	echo "    kept in Secret clusterconnect/clusterconnect-identity) and opens 2 tunnels with mTLS"
 	"${admin[@]}" create namespace clusterconnect >/dev/null
-	start_bg clusteragent "$state/clusteragent.log" "$bin/clusteragent" --relay-url "$relay_url" \
+	start_bg clusteragent "$state/clusteragent.log" "$bin/clusteragent" --relay-url "$agent_relay_url" \
 		--cluster "$cluster_name" --registration-token-file "$state/registration.token" \
 		--relay-ca-file "$state/relay/ca.crt" --namespace clusterconnect --kubeconfig "$ADMIN_KUBECONFIG" \
 		--upstream "https://127.0.0.1:$aad_proxy_port" --upstream-ca-file "$PROXY_CA" --listen 127.0.0.1:0
@@ -199,9 +238,27 @@ YAML
 	"${cce[@]}" kubeconfig "$cluster_name" --entra --file "$state/kubeconfig-entra" >/dev/null
 	"${cc[@]}" list
 	kc="$state/kubeconfig"
+	fleet_msg=""
+	if ((relays > 1)); then
+		fleet_msg="
+A relay fleet: $relays replicas sharing a three-member etcd cluster; the agent dials the load balancer
+$agent_relay_url, and a replica without the cluster's tunnels forwards to one that has them (mTLS):
+"
+		for i in $(seq 1 "$relays"); do fleet_msg+="
+relay-$i: https://127.0.0.1:$(replica_port "$i")"; done
+		fleet_msg+="
+
+The same kubeconfig works through any replica (only the server's host:port changed); kill one and the
+others go on (the agent reconnects its tunnels through the load balancer within seconds):
+
+  sed 's#https://127.0.0.1:$relay_port#https://127.0.0.1:$(replica_port 2)#' $kc > $state/kubeconfig-relay-2
+  kubectl --kubeconfig $state/kubeconfig-relay-2 get ns
+  kill -9 \$(cat $state/relay-1.pid); sleep 3; kubectl --kubeconfig $state/kubeconfig-relay-2 get ns
+"
+	fi
 	cat <<MSG
 
-The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-aad-proxy -> kube-apiserver.
+The chain is up: kubectl -> relay ($relay_url) -> tunnel -> clusteragent -> kube-aad-proxy -> kube-apiserver.$fleet_msg
 The relay admits nobody without a relay identity:
 
   curl -sk $relay_url/clusters/$cluster_name/version     # 401 from the relay, no stream opened

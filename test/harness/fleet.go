@@ -78,13 +78,22 @@ type Balancer struct {
 // StartBalancer balances over backends (host:port each); stopped with the
 // environment.
 func (e *Env) StartBalancer(backends []string) (*Balancer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	b, err := NewBalancer("127.0.0.1:0", backends)
+	if err != nil {
+		return nil, err
+	}
+	e.OnStop(b.Stop)
+	return b, nil
+}
+
+// NewBalancer listens on addr and balances over backends until Stop.
+func NewBalancer(addr string, backends []string) (*Balancer, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	b := &Balancer{URL: "https://" + ln.Addr().String(), ln: ln, backends: backends, conns: map[net.Conn]struct{}{}}
 	b.wg.Go(b.serve)
-	e.OnStop(b.Stop)
 	return b, nil
 }
 
