@@ -105,10 +105,11 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 		suffix = ""
 	}
 	var fl *fleet.Fleet
+	var id string
 	if es, ok := st.(*store.Etcd); ok {
 		roots := trust.SystemPool()
 		roots.AppendCertsFromPEM(caPEM)
-		id := o.ReplicaID
+		id = o.ReplicaID
 		if id == "" {
 			id = replicaID()
 		}
@@ -125,6 +126,7 @@ func Run(ctx context.Context, o *Options, log *slog.Logger, ready func(addr stri
 	}
 	srv, err := New(Config{
 		Fleet:                planeFleet,
+		Replica:              id,
 		Store:                st,
 		ExternalURL:          o.ExternalURL,
 		CAPEM:                caPEM,

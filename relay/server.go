@@ -91,6 +91,8 @@ type Config struct {
 	// Fleet, when set, makes this relay one replica of a fleet on a shared
 	// etcd store (see relay/fleet).
 	Fleet dataplane.Fleet
+	// Replica is this replica's name in the fleet (told to agents).
+	Replica string
 }
 
 // Server is the relay's http.Handler: the front door and data plane, the
@@ -149,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 			}
 			return err == nil, err
 		},
-		Tunnel: cfg.Tunnel, Metrics: metrics, Registry: cfg.Registry, Now: cfg.Now, Logger: cfg.Logger, Fleet: cfg.Fleet,
+		Tunnel: cfg.Tunnel, Metrics: metrics, Registry: cfg.Registry, Now: cfg.Now, Logger: cfg.Logger, Fleet: cfg.Fleet, Replica: cfg.Replica,
 	})
 	if err != nil {
 		return nil, err

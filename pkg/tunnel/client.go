@@ -98,8 +98,17 @@ func Dial(ctx context.Context, relayURL string, opts *DialOptions) (*Session, er
 		return nil, fmt.Errorf("tunnel: relay %s did not accept subprotocol %s: is it a clusterconnect relay of a compatible version?", relayURL, Subprotocol)
 	}
 	life, stop := context.WithCancel(context.Background())
-	return newSession(websocket.NetConn(life, ws, websocket.MessageBinary), stop, cfg, false)
+	s, err := newSession(websocket.NetConn(life, ws, websocket.MessageBinary), stop, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	s.replica = resp.Header.Get(HeaderReplica)
+	return s, nil
 }
+
+// HeaderReplica is the relay fleet's answer to the upgrade: which replica
+// the agent reached, so that it can spread its tunnels over replicas.
+const HeaderReplica = "X-Clusterconnect-Replica"
 
 // RefusedError is returned by Dial when the relay answered the upgrade with an
 // HTTP error; StatusCode tells an authentication failure (401, 403) from an
@@ -185,7 +194,15 @@ type ClientOptions struct {
 	DrainTimeout time.Duration
 	// Logger; nil means discard.
 	Logger *slog.Logger
+	// SpreadAttempts bounds how often a tunnel that landed on the same relay
+	// replica as another (behind one load balancer) is redialled, with
+	// jitter, to reach a distinct one; zero means DefaultSpreadAttempts,
+	// negative never.
+	SpreadAttempts int
 }
+
+// DefaultSpreadAttempts is ClientOptions.SpreadAttempts when zero.
+const DefaultSpreadAttempts = 4
 
 // Client keeps an agent's tunnels to the relay connected, each on its own
 // reconnect loop, and serves their streams.
@@ -225,6 +242,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SpreadAttempts == 0 {
+		opts.SpreadAttempts = DefaultSpreadAttempts
 	}
 	c := &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}, delay: opts.Backoff.Delay}
 	for range opts.Tunnels {
@@ -332,18 +352,49 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 		return done
 	}
 	done := start(s)
+	tries := 0
+	var spread <-chan time.Time
+	if s.Replica() != "" && c.opts.SpreadAttempts > 0 {
+		// Checked when it fires: the other tunnels connect meanwhile.
+		spread = time.After(c.spreadDelay(0))
+	}
 	for {
+		spreading := false
 		select {
 		case err := <-done:
 			return err
 		case <-c.refresh[index]:
+		case <-spread:
+			if !c.crowded(index, s) {
+				spread = nil
+				continue
+			}
+			spreading = true
 		}
 		ns, err := c.connect(ctx, index)
 		if err != nil {
 			log.Warn("tunnel refresh failed; keeping the current connection", "err", err)
 			continue
 		}
-		log.Info("tunnel refreshed; the previous connection drains")
+		if spreading {
+			tries++
+			if c.crowded(index, ns) {
+				// The load balancer sent this one to the same replica
+				// again: keep the current connection, try later.
+				ns.Close()
+				spread = nil
+				if tries < c.opts.SpreadAttempts {
+					spread = time.After(c.spreadDelay(tries))
+				} else {
+					log.Info("tunnels share a relay replica; giving up spreading them", "replica", s.Replica(), "attempts", tries)
+				}
+				continue
+			}
+			log.Info("tunnel moved to another relay replica", "from", s.Replica(), "to", ns.Replica(), "attempts", tries)
+			spread = nil
+		} else {
+			log.Info("tunnel refreshed; the previous connection drains")
+		}
 		old, oldDone := s, done
 		c.drains.Add(1)
 		go func() {
@@ -363,6 +414,29 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 		c.sessions[index] = s
 		c.mu.Unlock()
 	}
+}
+
+// crowded reports whether s reached a relay replica that a tunnel with a
+// lower index holds too (so that of two tunnels on one replica, one moves).
+func (c *Client) crowded(index int, s *Session) bool {
+	if s.Replica() == "" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, o := range c.sessions {
+		if i < index && o.Replica() == s.Replica() {
+			return true
+		}
+	}
+	return false
+}
+
+// spreadDelay is the jittered wait before spread attempt n, uniform in
+// (0.5 s, 0.5 s + min(4 s, 2ⁿ⁻¹ s)], so that agents behind one load balancer
+// do not redial in step.
+func (c *Client) spreadDelay(n int) time.Duration {
+	return Backoff{Min: time.Second, Max: 8 * time.Second}.Delay(n)/2 + 500*time.Millisecond
 }
 
 func (c *Client) connect(ctx context.Context, index int) (*Session, error) {

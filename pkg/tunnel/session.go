@@ -35,6 +35,10 @@ type Session struct {
 	closeOnce sync.Once
 	cancel    context.CancelFunc // ends the WebSocket net.Conn's context
 
+	// replica is the relay replica the agent reached (HeaderReplica of the
+	// upgrade's answer); empty for a relay that is no fleet.
+	replica string
+
 	hookMu     sync.Mutex
 	finished   bool
 	hooks      []func()
@@ -421,3 +425,8 @@ func pipe(st *stream, up net.Conn) {
 	st.Close() // a FIN: the relay reads EOF
 	<-done
 }
+
+// Replica names the relay replica an agent's session reached (the
+// HeaderReplica the relay answered the upgrade with); empty when the relay
+// is a single process or the relay side.
+func (s *Session) Replica() string { return s.replica }

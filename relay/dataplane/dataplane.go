@@ -47,6 +47,9 @@ type Config struct {
 	// learns how many tunnels of each cluster this replica holds, and takes
 	// the requests for clusters whose tunnels are all on other replicas.
 	Fleet Fleet
+	// Replica names this relay replica to agents (tunnel.HeaderReplica);
+	// empty for a relay that is no fleet.
+	Replica string
 }
 
 // Fleet is what the plane needs of relay/fleet.
@@ -191,6 +194,11 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 	default:
 	}
 	tc := p.cfg.Tunnel.WithLogger(log).WithMetrics(p.cfg.Metrics)
+	if p.cfg.Replica != "" {
+		// The agent learns which replica it reached, to spread its
+		// tunnels over distinct ones.
+		w.Header().Set(tunnel.HeaderReplica, p.cfg.Replica)
+	}
 	sess, err := tunnel.Accept(w, r, tc)
 	if err != nil {
 		log.Warn("tunnel upgrade failed", "err", err)

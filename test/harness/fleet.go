@@ -70,6 +70,7 @@ type Balancer struct {
 	ln       net.Listener
 	backends []string
 	next     atomic.Uint64
+	pinned   atomic.Int64
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -122,6 +123,9 @@ func (b *Balancer) pipe(c net.Conn) {
 	var up net.Conn
 	var err error
 	start := b.next.Add(1)
+	if b.pinned.Add(-1) >= 0 {
+		start = 0 // the first backend, while pinned
+	}
 	for i := range len(b.backends) {
 		if up, err = net.Dial("tcp", b.backends[(int(start)+i)%len(b.backends)]); err == nil {
 			break
@@ -151,6 +155,10 @@ func (b *Balancer) pipe(c net.Conn) {
 	up.Close()
 	<-done
 }
+
+// Pin sends the next n connections to the first backend (a load
+// balancer that happens to put an agent's tunnels on one replica).
+func (b *Balancer) Pin(n int) { b.pinned.Store(int64(n)) }
 
 // Stop closes the listener and every connection.
 func (b *Balancer) Stop() {

@@ -9,9 +9,11 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +45,32 @@ func tunnelsOn(t *testing.T, ctx context.Context) []int {
 		}
 	}
 	return out
+}
+
+// TestTunnelsSpread: the load balancer put both of the agent's tunnels on
+// replica 0; the relay told the agent which replica each reached, and the
+// agent moved one to another replica.
+func TestTunnelsSpread(t *testing.T) {
+	ctx := harness.TestContext(t)
+	var counts []int
+	for {
+		counts = tunnelsOn(t, ctx)
+		spread := 0
+		for _, n := range counts {
+			if n > 0 {
+				spread++
+			}
+		}
+		if spread >= 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("tunnels per replica %v: still on one replica", counts)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Logf("tunnels per replica: %v", counts)
 }
 
 // TestKubectlThroughEveryReplica: the same kubeconfig, only the server's
@@ -210,4 +238,109 @@ func waitOut(ctx context.Context, w *kubectl.Process, s string) <-chan struct{} 
 		}
 	}()
 	return ch
+}
+
+// TestDeleteClosesTunnelsOnEveryReplica: a cluster deleted through one
+// replica loses its tunnels on every replica at once (the others learn it
+// from their etcd watch), and is gone from all.
+func TestDeleteClosesTunnelsOnEveryReplica(t *testing.T) {
+	ctx := harness.TestContext(t)
+	const name = "doomed"
+	r0 := shared.relays[0]
+	tok := r0.DataDir + "/" + name + ".token"
+	if _, err := r0.Connectctl(ctx, "clusters", "create", name, "--token-file", tok); err != nil {
+		t.Fatal(err)
+	}
+	shared.lb.Pin(2) // both tunnels on replica 0 first; the agent spreads them
+	agent, err := env.StartAgent(ctx, &harness.Relay{URL: shared.lb.URL, DataDir: r0.DataDir}, harness.AgentOptions{Cluster: name, Tunnels: 2, TokenFile: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Stop()
+	count := func() []int {
+		out := make([]int, len(shared.relays))
+		for i, r := range shared.relays {
+			cl, err := r.Client()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, err := cl.GetCluster(ctx, name); err == nil {
+				out[i] = v.Properties.Tunnels
+			} else {
+				out[i] = -1
+			}
+		}
+		return out
+	}
+	var before []int
+	for {
+		before = count()
+		holders := 0
+		for _, n := range before {
+			if n > 0 {
+				holders++
+			}
+		}
+		if holders >= 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("tunnels per replica %v: not on two replicas", before)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// Delete through a replica; every other one must close its tunnels:
+	// each replica's tunnel gauge drops by what it held of the cluster.
+	want := 0
+	for i, r := range shared.relays {
+		want += sessions(t, ctx, r) - before[i]
+	}
+	via := shared.relays[len(shared.relays)-1]
+	if _, err := via.Connectctl(ctx, "delete", name); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		total := 0
+		for _, r := range shared.relays {
+			total += sessions(t, ctx, r)
+		}
+		if total == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tunnels of %s per replica before the delete %v: %d tunnels open in all 10 s after, want %d", name, before, total, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i, n := range count() {
+		if n != -1 {
+			t.Errorf("replica %d still shows the deleted cluster (%d tunnels)", i, n)
+		}
+	}
+}
+
+// sessions reads replica r's relay_tunnel_sessions gauge (every cluster's
+// tunnels on it).
+func sessions(t *testing.T, ctx context.Context, r *harness.Relay) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.HealthURL+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "relay_tunnel_sessions "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("no relay_tunnel_sessions in %s/metrics", r.HealthURL)
+	return 0
 }

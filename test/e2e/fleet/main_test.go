@@ -59,7 +59,10 @@ func setup(ctx context.Context, e *harness.Env) (err error) {
 	if _, err := r0.Connectctl(ctx, "clusters", "create", clusterName, "--token-file", r0.DataDir+"/"+clusterName+".token"); err != nil {
 		return err
 	}
-	// The agent dials the load balancer, as it would a fleet's one name.
+	// The agent dials the load balancer, as it would a fleet's one name;
+	// its first two connections both go to replica 0, so the agent must
+	// spread its tunnels itself (TestTunnelsSpread).
+	shared.lb.Pin(2)
 	lbRelay := &harness.Relay{URL: shared.lb.URL, DataDir: r0.DataDir}
 	if _, err := env.StartAgent(ctx, lbRelay, harness.AgentOptions{Cluster: clusterName, Tunnels: 2, HeartbeatInterval: time.Second,
 		TokenFile: r0.DataDir + "/" + clusterName + ".token"}); err != nil {
