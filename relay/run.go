@@ -323,7 +323,7 @@ func openStore(ctx context.Context, o *Options, log *slog.Logger) (store.Store, 
 	if err != nil {
 		return nil, err
 	}
-	log.Info("store: etcd", "endpoints", cfg.Endpoints, "prefix", cfg.Prefix)
+	log.Info("store: etcd", "endpoints", cfg.Endpoints, "prefix", st.Prefix())
 	return st, nil
 }
 

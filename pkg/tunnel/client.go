@@ -201,8 +201,10 @@ type ClientOptions struct {
 	SpreadAttempts int
 }
 
-// DefaultSpreadAttempts is ClientOptions.SpreadAttempts when zero.
-const DefaultSpreadAttempts = 4
+// DefaultSpreadAttempts is ClientOptions.SpreadAttempts when zero: behind
+// a round-robin load balancer over three replicas, ten attempts all landing
+// on the same replica again has odds of (1/3)¹⁰.
+const DefaultSpreadAttempts = 10
 
 // Client keeps an agent's tunnels to the relay connected, each on its own
 // reconnect loop, and serves their streams.
@@ -214,6 +216,7 @@ type Client struct {
 	mu       sync.Mutex
 	sessions map[int]*Session
 	refresh  []chan struct{} // one per tunnel loop
+	recheck  []chan struct{} // one per tunnel loop: another tunnel moved; check spreading again
 	drains   sync.WaitGroup  // old sessions draining after a refresh
 }
 
@@ -249,6 +252,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	c := &Client{opts: opts, log: opts.Logger, sessions: map[int]*Session{}, delay: opts.Backoff.Delay}
 	for range opts.Tunnels {
 		c.refresh = append(c.refresh, make(chan struct{}, 1))
+		c.recheck = append(c.recheck, make(chan struct{}, 1))
 	}
 	return c, nil
 }
@@ -326,10 +330,11 @@ func (c *Client) loop(ctx context.Context, index int) {
 			continue
 		}
 		attempt, lastErr = 1, ""
-		log.Info("tunnel connected")
+		log.Info("tunnel connected", "replica", s.Replica())
 		c.mu.Lock()
 		c.sessions[index] = s
 		c.mu.Unlock()
+		c.nudge(index)
 		err = c.serve(ctx, index, s, log)
 		c.mu.Lock()
 		delete(c.sessions, index)
@@ -344,39 +349,70 @@ func (c *Client) loop(ctx context.Context, index int) {
 
 // serve serves s until it ends; on a refresh it swaps in a new session and
 // lets the old one drain in the background. It returns when the current
-// session ends.
+// session ends. It also swaps when the relay drains s (a replica going
+// down: its go-away is the signal to move, and the new tunnel connects —
+// through the load balancer, to another replica — while the streams in
+// flight finish on the old one), and when s shares a relay replica with a
+// tunnel of a lower index (to spread the tunnels over replicas).
 func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Logger) error {
-	start := func(s *Session) chan error {
+	start := func(s *Session) (chan error, chan struct{}) {
 		done := make(chan error, 1)
 		go func() { done <- s.Serve(ctx, c.opts.Targets, c.opts.DrainTimeout) }()
-		return done
+		drained := make(chan struct{})
+		s.OnDrain(func() { close(drained) })
+		return done, drained
 	}
-	done := start(s)
+	done, drained := start(s)
 	tries := 0
-	var spread <-chan time.Time
+	var spread, move <-chan time.Time
 	if s.Replica() != "" && c.opts.SpreadAttempts > 0 {
 		// Checked when it fires: the other tunnels connect meanwhile.
 		spread = time.After(c.spreadDelay(0))
 	}
+	moves := 0
 	for {
-		spreading := false
+		var why string
 		select {
 		case err := <-done:
 			return err
 		case <-c.refresh[index]:
+			why = "refresh"
+		case <-drained:
+			drained = nil
+			if ctx.Err() != nil {
+				continue // the agent itself is draining
+			}
+			log.Info("the relay is draining this tunnel; connecting another first")
+			move = time.After(0)
+			continue
+		case <-move:
+			why = "move"
 		case <-spread:
 			if !c.crowded(index, s) {
 				spread = nil
 				continue
 			}
-			spreading = true
+			why = "spread"
+		case <-c.recheck[index]:
+			// Another tunnel connected or moved, maybe onto this one's
+			// replica: a new situation, with attempts of its own.
+			if spread == nil && s.Replica() != "" {
+				tries = 0
+				spread = time.After(c.spreadDelay(0))
+			}
+			continue
 		}
 		ns, err := c.connect(ctx, index)
 		if err != nil {
-			log.Warn("tunnel refresh failed; keeping the current connection", "err", err)
+			if why == "move" {
+				moves++
+				move = time.After(c.delay(moves))
+			}
+			log.Warn("tunnel "+why+" failed; keeping the current connection", "err", err)
 			continue
 		}
-		if spreading {
+		switch why {
+		case "spread":
 			tries++
 			if c.crowded(index, ns) {
 				// The load balancer sent this one to the same replica
@@ -392,7 +428,10 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 			}
 			log.Info("tunnel moved to another relay replica", "from", s.Replica(), "to", ns.Replica(), "attempts", tries)
 			spread = nil
-		} else {
+		case "move":
+			log.Info("tunnel moved off the draining relay replica", "from", s.Replica(), "to", ns.Replica())
+			move, moves = nil, 0
+		default:
 			log.Info("tunnel refreshed; the previous connection drains")
 		}
 		old, oldDone := s, done
@@ -409,10 +448,25 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 			}
 			<-oldDone
 		}()
-		s, done = ns, start(ns)
+		s = ns
+		done, drained = start(ns)
 		c.mu.Lock()
 		c.sessions[index] = s
 		c.mu.Unlock()
+		c.nudge(index)
+	}
+}
+
+// nudge tells the other tunnels that tunnel index has a new connection.
+func (c *Client) nudge(index int) {
+	for i, ch := range c.recheck {
+		if i == index {
+			continue
+		}
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 

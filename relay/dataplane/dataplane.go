@@ -55,6 +55,9 @@ type Config struct {
 // Fleet is what the plane needs of relay/fleet.
 type Fleet interface {
 	Tunnels(cluster string, n int)
+	// Release withdraws this replica's tunnel ownership at once (it is
+	// draining: the others must stop forwarding to it).
+	Release()
 	// Forward proxies r, admitted for p, to a replica with a tunnel of
 	// cluster; false (nothing written) when there is none.
 	Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, p api.Principal) bool
@@ -322,6 +325,18 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 		return
 	}
 	p.mu.Lock()
+	if p.draining && p.cfg.Fleet != nil && r.Context().Value(forwardedKey{}) == nil {
+		// Draining, one replica of a fleet: the cluster's agents are
+		// moving their tunnels to other replicas; send the request there.
+		p.inflight.Add(1)
+		p.mu.Unlock()
+		defer p.inflight.Done()
+		pr, _ := r.Context().Value(principalKey{}).(api.Principal)
+		if p.cfg.Fleet.Forward(w, r, name, prefix, pr) {
+			return
+		}
+		p.mu.Lock()
+	}
 	if p.draining {
 		p.mu.Unlock()
 		p.reqs.WithLabelValues("503").Inc()
@@ -460,6 +475,25 @@ func (p *Plane) Shutdown(ctx context.Context) error {
 	// New requests are refused from here on; idle keep-alive connections
 	// would otherwise hold their streams open until the deadline.
 	p.tr.CloseIdleConnections()
+	var early sync.WaitGroup
+	var earlyErrs []error
+	var earlyMu sync.Mutex
+	if p.cfg.Fleet != nil {
+		// In a fleet the agents move at once: the other replicas stop
+		// forwarding here, every tunnel gets its go-away now (agents connect
+		// elsewhere while the streams in flight finish here).
+		p.cfg.Fleet.Release()
+		for _, pl := range pools {
+			early.Go(func() {
+				if err := pl.Shutdown(ctx); err != nil {
+					earlyMu.Lock()
+					earlyErrs = append(earlyErrs, err)
+					earlyMu.Unlock()
+				}
+			})
+		}
+		pools = nil
+	}
 	done := make(chan struct{})
 	go func() { p.inflight.Wait(); close(done) }()
 	select {
@@ -471,6 +505,8 @@ func (p *Plane) Shutdown(ctx context.Context) error {
 	for _, pl := range pools {
 		errs = append(errs, pl.Shutdown(ctx))
 	}
+	early.Wait()
+	errs = append(errs, earlyErrs...)
 	p.agents.Wait()
 	return errors.Join(errs...)
 }

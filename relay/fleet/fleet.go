@@ -76,10 +76,13 @@ type Fleet struct {
 	mu     sync.Mutex
 	owners map[string]map[string]owner // cluster → replica → owner
 	mine   map[string]int              // cluster → this replica's tunnels
-	dirty  map[string]bool             // clusters whose record is to be written
-	wake   chan struct{}
-	cert   *tls.Certificate
-	rev    int64 // of the ownership records last read (watch goroutine; load before start)
+	// released: draining; ownership is withdrawn and no longer written.
+	released bool
+	lease    clientv3.LeaseID
+	dirty    map[string]bool // clusters whose record is to be written
+	wake     chan struct{}
+	cert     *tls.Certificate
+	rev      int64 // of the ownership records last read (watch goroutine; load before start)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -180,7 +183,7 @@ func (f *Fleet) peerCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) 
 // write happens in the background, coalesced per cluster).
 func (f *Fleet) Tunnels(cluster string, n int) {
 	f.mu.Lock()
-	if f.mine[cluster] == n {
+	if f.released || f.mine[cluster] == n {
 		f.mu.Unlock()
 		return
 	}
@@ -195,6 +198,27 @@ func (f *Fleet) Tunnels(cluster string, n int) {
 	case f.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Release withdraws every ownership record of this replica at once (the
+// lease is revoked) and stops recording: it is draining, and the other
+// replicas must forward to the replicas its agents move to.
+func (f *Fleet) Release() {
+	f.mu.Lock()
+	f.released = true
+	lease := f.lease
+	clear(f.dirty)
+	f.mu.Unlock()
+	if lease == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 2*time.Second)
+	defer cancel()
+	if _, err := f.cfg.Client.Revoke(ctx, lease); err != nil {
+		f.log.Warn("fleet: withdrawing tunnel ownership failed; it expires with the lease", "err", err)
+		return
+	}
+	f.log.Info("fleet: tunnel ownership withdrawn (draining)")
 }
 
 // write keeps this replica's records in etcd under its lease: the pending
@@ -214,8 +238,11 @@ func (f *Fleet) write() {
 			}
 			lease, alive = l, ch
 			f.mu.Lock()
-			for c := range f.mine {
-				f.dirty[c] = true
+			f.lease = lease
+			if !f.released {
+				for c := range f.mine {
+					f.dirty[c] = true
+				}
 			}
 			f.mu.Unlock()
 		}

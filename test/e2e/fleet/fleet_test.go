@@ -13,13 +13,16 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/test/harness"
@@ -42,6 +45,8 @@ func tunnelsOn(t *testing.T, ctx context.Context) []int {
 		}
 		if v, err := cl.GetCluster(ctx, clusterName); err == nil {
 			out[i] = v.Properties.Tunnels
+		} else {
+			t.Logf("replica %d: %v", i, err)
 		}
 	}
 	return out
@@ -325,6 +330,12 @@ func TestDeleteClosesTunnelsOnEveryReplica(t *testing.T) {
 // tunnels on it).
 func sessions(t *testing.T, ctx context.Context, r *harness.Relay) int {
 	t.Helper()
+	return gauge(t, ctx, r, "relay_tunnel_sessions")
+}
+
+// gauge reads one unlabelled gauge of replica r's /metrics.
+func gauge(t *testing.T, ctx context.Context, r *harness.Relay, name string) int {
+	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.HealthURL+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -333,7 +344,7 @@ func sessions(t *testing.T, ctx context.Context, r *harness.Relay) int {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "relay_tunnel_sessions "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
 				t.Fatal(err)
@@ -341,6 +352,173 @@ func sessions(t *testing.T, ctx context.Context, r *harness.Relay) int {
 			return int(n)
 		}
 	}
-	t.Fatalf("no relay_tunnel_sessions in %s/metrics", r.HealthURL)
+	t.Fatalf("no %s in %s/metrics", name, r.HealthURL)
 	return 0
+}
+
+// TestRollingRestart restarts every replica in turn (SIGTERM: drain) under
+// a steady loop of kubectl requests through the load balancer: a draining
+// replica withdraws its tunnel ownership and tells its agents to move first,
+// requests it still gets go to the replicas that have the tunnels, so the
+// loop sees no failure beyond a request in flight at the moment a replica's
+// listener closed.
+func TestRollingRestart(t *testing.T) {
+	ctx := harness.TestContext(t)
+	cfg, err := clientcmd.LoadFromFile(shared.kubecfgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = strings.Replace(c.Server, shared.relays[0].URL, shared.lb.URL, 1)
+	}
+	kc := filepath.Join(t.TempDir(), "lb.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, kc); err != nil {
+		t.Fatal(err)
+	}
+	// The first request also fetches the relay client certificate (the
+	// kubeconfig's exec plugin); let the tunnels settle after the tests
+	// before.
+	for attempt := 0; ; attempt++ {
+		out, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns", "kube-system", "-o", "name", "-v=4")
+		if err == nil {
+			break
+		}
+		if attempt == 5 {
+			t.Fatalf("through the load balancer: %v\n%s%s", err, out, stderr)
+		}
+		t.Logf("through the load balancer, attempt %d: %v %s", attempt, err, stderr)
+		time.Sleep(300 * time.Millisecond)
+	}
+	stop := make(chan struct{})
+	type result struct {
+		ok       int
+		failures []string
+	}
+	res := make(chan result)
+	go func() {
+		var r result
+		for {
+			select {
+			case <-stop:
+				res <- r
+				return
+			default:
+			}
+			out, stderr, err := kubectl.Run(ctx, kc, nil, nil, "get", "ns", "kube-system", "-o", "name", "--request-timeout=10s")
+			if err == nil && strings.TrimSpace(out) == "namespace/kube-system" {
+				r.ok++
+			} else {
+				r.failures = append(r.failures, fmt.Sprintf("%s: %v %s", time.Now().Format("15:04:05.000"), err, strings.TrimSpace(stderr)))
+			}
+		}
+	}()
+	for i, r := range shared.relays {
+		t.Logf("%s restarting replica %d (tunnels per replica %v)", time.Now().Format("15:04:05.000"), i, tunnelsOn(t, ctx))
+		r.Stop()
+		if err := r.Start(ctx); err != nil {
+			t.Fatalf("restart replica %d: %v", i, err)
+		}
+		// The next restart only once the agent has its two tunnels on two
+		// replicas again.
+		for {
+			holders, total := 0, 0
+			for _, n := range tunnelsOn(t, ctx) {
+				if n > 0 {
+					holders++
+					total += n
+				}
+			}
+			if holders >= 2 && total >= 2 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("after restarting replica %d the tunnels did not come back on two replicas: %v", i, tunnelsOn(t, ctx))
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	close(stop)
+	r := <-res
+	t.Logf("%d requests succeeded during the rolling restart, %d failed", r.ok, len(r.failures))
+	for _, f := range r.failures {
+		t.Log("failed: ", f)
+	}
+	if r.ok == 0 || len(r.failures) > len(shared.relays) {
+		t.Errorf("%d failed requests (at most one in flight per restarted replica allowed), %d succeeded", len(r.failures), r.ok)
+	}
+}
+
+// TestDrainMovesAgentsFirst: a replica told to stop (SIGTERM) while a watch
+// runs through its tunnel tells its agents to move at once: their new
+// tunnel is up on another replica while the draining one still waits for
+// the watch (up to its shutdown timeout), not after it.
+func TestDrainMovesAgentsFirst(t *testing.T) {
+	ctx := harness.TestContext(t)
+	counts := tunnelsOn(t, ctx)
+	x := -1
+	for i, n := range counts {
+		if n > 0 {
+			x = i
+			break
+		}
+	}
+	if x < 0 {
+		t.Fatalf("tunnels per replica %v", counts)
+	}
+	others := func() int {
+		total := 0
+		for i, n := range tunnelsOn(t, ctx) {
+			if i != x && n > 0 {
+				total += n
+			}
+		}
+		return total
+	}
+	r := shared.relays[x]
+	// The watch's stream must be on replica x's tunnel (not forwarded: the
+	// agent may still be moving a tunnel after the tests before).
+	var w *kubectl.Process
+	var before int
+	for attempt := 0; ; attempt++ {
+		before = others()
+		var err error
+		if w, err = kubectl.Start(ctx, shared.kubecfgs[x], nil, "get", "ns", "-w", "-o", "name"); err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		if err := w.WaitForStdout(ctx, "namespace/kube-system"); err != nil {
+			t.Fatal(err)
+		}
+		n := gauge(t, ctx, r, "relay_tunnel_streams_open")
+		if n >= 1 && tunnelsOn(t, ctx)[x] > 0 {
+			break
+		}
+		if attempt == 10 {
+			t.Fatalf("the watch never ran on replica %d's tunnels (%d streams open there)", x, n)
+		}
+		w.Stop()
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err := syscall.Kill(r.Proc.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		<-r.Proc.Done()
+		if err := r.Start(ctx); err != nil {
+			t.Errorf("restart replica %d: %v", x, err)
+		}
+	}()
+	for others() <= before {
+		if r.Proc.Exited() {
+			t.Fatalf("replica %d finished draining before its agent's tunnel moved (others hold %d, %d before)", x, others(), before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Seen moved: the draining replica must still be up (the watch holds
+	// it for its 3 s shutdown timeout).
+	if r.Proc.Exited() {
+		t.Fatalf("the tunnel moved only as replica %d ended its drain", x)
+	}
+	t.Logf("the tunnel moved while replica %d still drained (others hold %d, %d before)", x, others(), before)
 }
