@@ -454,6 +454,11 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 		c.sessions[index] = s
 		c.mu.Unlock()
 		c.nudge(index)
+		if spread == nil && s.Replica() != "" && why != "spread" {
+			// A moved or refreshed tunnel may have landed beside another.
+			tries = 0
+			spread = time.After(c.spreadDelay(0))
+		}
 	}
 }
 

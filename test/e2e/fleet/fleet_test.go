@@ -13,7 +13,9 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +29,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/test/harness"
 	"github.com/clusterconnect/clusterconnect/test/kubectl"
+	"github.com/clusterconnect/clusterconnect/test/proc"
 )
 
 // tunnelsOn returns each replica's tunnel count of the cluster (-1 for a
@@ -295,27 +298,27 @@ func TestDeleteClosesTunnelsOnEveryReplica(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	// Delete through a replica; every other one must close its tunnels:
-	// each replica's tunnel gauge drops by what it held of the cluster.
-	want := 0
-	for i, r := range shared.relays {
-		want += sessions(t, ctx, r) - before[i]
+	// Delete through a replica that holds none of its tunnels: every other
+	// one must close them, learning of the delete from its etcd watch. The
+	// agent sees it: its tunnels close (and its reconnects are refused), so
+	// its readiness turns 503.
+	via := shared.relays[0]
+	for i, n := range before {
+		if n == 0 {
+			via = shared.relays[i]
+		}
 	}
-	via := shared.relays[len(shared.relays)-1]
+	health := agentHealth(t, ctx, agent)
+	if code := status(ctx, health+"/readyz"); code != http.StatusOK {
+		t.Fatalf("agent readiness %d before the delete", code)
+	}
 	if _, err := via.Connectctl(ctx, "delete", name); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		total := 0
-		for _, r := range shared.relays {
-			total += sessions(t, ctx, r)
-		}
-		if total == want {
-			break
-		}
+	for status(ctx, health+"/readyz") == http.StatusOK {
 		if time.Now().After(deadline) {
-			t.Fatalf("tunnels of %s per replica before the delete %v: %d tunnels open in all 10 s after, want %d", name, before, total, want)
+			t.Fatalf("tunnels of %s per replica before the delete %v: the agent still has a tunnel 10 s after", name, before)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -326,11 +329,31 @@ func TestDeleteClosesTunnelsOnEveryReplica(t *testing.T) {
 	}
 }
 
-// sessions reads replica r's relay_tunnel_sessions gauge (every cluster's
-// tunnels on it).
-func sessions(t *testing.T, ctx context.Context, r *harness.Relay) int {
+// agentHealth is the agent's health listener (from its log).
+func agentHealth(t *testing.T, ctx context.Context, agent *proc.Process) string {
 	t.Helper()
-	return gauge(t, ctx, r, "relay_tunnel_sessions")
+	if err := harness.WaitLog(ctx, agent, "clusteragent started"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(agent.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`clusteragent started.* health=(\S+)`).FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatal("no health address in the agent's log")
+	}
+	return "http://" + m[1]
+}
+
+func status(ctx context.Context, u string) int {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // gauge reads one unlabelled gauge of replica r's /metrics.
