@@ -108,10 +108,12 @@ type Server struct {
 	// endpoints that take a small body and do not stream.
 	bounded http.Handler
 
-	stop     context.CancelFunc // ends the status sweep
-	sweeper  sync.WaitGroup
-	shutdown chan struct{}
-	stopOnce sync.Once
+	stop      context.CancelFunc // ends the status sweep
+	sweeper   sync.WaitGroup
+	watcher   sync.WaitGroup // the store watch (a fleet), stopped after the drain
+	stopWatch context.CancelFunc
+	shutdown  chan struct{}
+	stopOnce  sync.Once
 }
 
 // New returns a Server for cfg.
@@ -208,7 +210,11 @@ func New(cfg Config) (*Server, error) {
 	s.sweeper.Go(func() { status.Sweep(ctx, cfg.Store) })
 	s.sweeper.Go(func() { s.sweepExpired(ctx) })
 	if w, ok := cfg.Store.(store.Watcher); ok {
-		s.sweeper.Go(func() { w.Watch(ctx, s.changed) })
+		// The watch outlives the drain (Shutdown stops it last): a replica
+		// draining still learns of deletes and revocations.
+		wctx, wcancel := context.WithCancel(context.Background())
+		s.stopWatch = wcancel
+		s.watcher.Go(func() { w.Watch(wctx, s.changed) })
 	}
 	return s, nil
 }
@@ -229,6 +235,18 @@ func (s *Server) changed(c store.Change) {
 	}
 	if c.Kind != store.KindCluster || c.Deleted || c.Replaced {
 		s.door.Forget()
+	}
+	if c.Kind == store.KindResync {
+		// Changes may have gone unseen: close the tunnels of clusters that
+		// are gone.
+		for _, name := range s.plane.Clusters() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := s.cfg.Store.GetCluster(ctx, name)
+			cancel()
+			if errors.Is(err, store.ErrNotFound) {
+				s.plane.CloseTunnels(name, "cluster deleted (seen on resync)")
+			}
+		}
 	}
 }
 
@@ -328,6 +346,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// may be in a store call) are waited for after the drain.
 	err := s.plane.Shutdown(ctx)
 	s.sweeper.Wait()
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	s.watcher.Wait()
 	return err
 }
 

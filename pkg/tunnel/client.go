@@ -404,9 +404,16 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 		}
 		ns, err := c.connect(ctx, index)
 		if err != nil {
-			if why == "move" {
+			switch why {
+			case "move":
 				moves++
 				move = time.After(c.delay(moves))
+			case "spread":
+				tries++
+				spread = nil
+				if tries < c.opts.SpreadAttempts {
+					spread = time.After(c.spreadDelay(tries))
+				}
 			}
 			log.Warn("tunnel "+why+" failed; keeping the current connection", "err", err)
 			continue
@@ -430,10 +437,12 @@ func (c *Client) serve(ctx context.Context, index int, s *Session, log *slog.Log
 			spread = nil
 		case "move":
 			log.Info("tunnel moved off the draining relay replica", "from", s.Replica(), "to", ns.Replica())
-			move, moves = nil, 0
 		default:
 			log.Info("tunnel refreshed; the previous connection drains")
 		}
+		// Whatever the reason, the new connection replaces the old one: a
+		// pending move (off a draining replica) is moot.
+		move, moves = nil, 0
 		old, oldDone := s, done
 		c.drains.Add(1)
 		go func() {

@@ -268,13 +268,26 @@ func (p *Plane) tunnels(cluster string, pl *tunnel.Pool) {
 	if p.cfg.Fleet == nil {
 		return
 	}
-	n := 0
 	p.mu.Lock()
-	if p.pools[cluster] == pl {
-		n = pl.Len()
-	}
+	cur := p.pools[cluster]
 	p.mu.Unlock()
-	p.cfg.Fleet.Tunnels(cluster, n)
+	if cur != pl {
+		// A pool closed (deleted, re-registered) and replaced since: its
+		// tunnels' ends say nothing about the current one.
+		return
+	}
+	p.cfg.Fleet.Tunnels(cluster, pl.Len())
+}
+
+// Clusters lists the clusters with a pool of tunnels here.
+func (p *Plane) Clusters() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.pools))
+	for name := range p.pools {
+		out = append(out, name)
+	}
+	return out
 }
 
 // CloseTunnels closes every tunnel of a cluster at once.
@@ -328,9 +341,9 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 	if p.draining && p.cfg.Fleet != nil && r.Context().Value(forwardedKey{}) == nil {
 		// Draining, one replica of a fleet: the cluster's agents are
 		// moving their tunnels to other replicas; send the request there.
-		p.inflight.Add(1)
+		// (Not counted in inflight, which Shutdown is waiting on: the HTTP
+		// server's own shutdown waits for this handler.)
 		p.mu.Unlock()
-		defer p.inflight.Done()
 		pr, _ := r.Context().Value(principalKey{}).(api.Principal)
 		if p.cfg.Fleet.Forward(w, r, name, prefix, pr) {
 			return

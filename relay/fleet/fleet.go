@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -227,6 +228,16 @@ func (f *Fleet) write() {
 	var lease clientv3.LeaseID
 	var alive <-chan *clientv3.LeaseKeepAliveResponse
 	for f.ctx.Err() == nil {
+		f.mu.Lock()
+		released := f.released
+		f.mu.Unlock()
+		if lease == 0 && released {
+			// Draining: nothing to record, no lease to hold.
+			if !sleep(f.ctx, time.Second) {
+				break
+			}
+			continue
+		}
 		if lease == 0 {
 			l, ch, err := f.grant()
 			if err != nil {
@@ -255,9 +266,11 @@ func (f *Fleet) write() {
 		f.mu.Unlock()
 		for c, n := range pending {
 			if err := f.put(lease, c, n); err != nil {
-				f.log.Warn("fleet: recording tunnel ownership failed; retrying", "cluster", c, "err", err)
 				f.mu.Lock()
-				f.dirty[c] = true
+				if !f.released {
+					f.log.Warn("fleet: recording tunnel ownership failed; retrying", "cluster", c, "err", err)
+					f.dirty[c] = true
+				}
 				f.mu.Unlock()
 			}
 		}
@@ -265,8 +278,13 @@ func (f *Fleet) write() {
 		case <-f.ctx.Done():
 		case <-f.wake:
 		case _, ok := <-alive:
-			if !ok {
-				f.log.Warn("fleet: etcd lease lost; recording ownership again on a new one")
+			if !ok && f.ctx.Err() == nil {
+				f.mu.Lock()
+				released := f.released
+				f.mu.Unlock()
+				if !released {
+					f.log.Warn("fleet: etcd lease lost; recording ownership again on a new one")
+				}
 				lease = 0
 			}
 		case <-time.After(time.Second):
@@ -448,6 +466,11 @@ func (n *nextOwner) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		out := req.Clone(req.Context())
+		if req.Body != nil && req.Body != http.NoBody {
+			// A failed dial read nothing of the body, but the transport
+			// closes what it was given: keep the real one for the next try.
+			out.Body = io.NopCloser(req.Body)
+		}
 		out.URL.Scheme, out.URL.Host = "https", u.Host
 		out.Host = u.Host
 		if fw.byHost {

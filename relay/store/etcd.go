@@ -536,7 +536,13 @@ func (s *Etcd) Watch(ctx context.Context, fn func(Change)) {
 func (s *Etcd) change(ev *clientv3.Event) (Change, bool) {
 	rest := strings.TrimPrefix(string(ev.Kv.Key), s.prefix)
 	kind, name, ok := strings.Cut(rest, "/")
-	if !ok || kind == kindMeta {
+	switch {
+	case !ok:
+		return Change{}, false
+	case kind == KindCluster, kind == KindRole, kind == KindAssignment, kind == KindToken:
+	default:
+		// meta, and the fleet's ownership records (relay/fleet): not store
+		// state, no cache to drop.
 		return Change{}, false
 	}
 	c := Change{Kind: kind, Name: name, Deleted: ev.Type == mvccpb.DELETE}
