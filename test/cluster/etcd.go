@@ -165,6 +165,27 @@ func (e *Etcd) Restart(ctx context.Context, i int) error {
 	return e.WaitHealthy(ctx, i)
 }
 
+// RestartAll starts every stopped member again on its data (after Stop or
+// Kill of all: none can be healthy alone) and waits until all are healthy.
+func (e *Etcd) RestartAll(ctx context.Context) error {
+	for i, m := range e.members {
+		e.mu.Lock()
+		down := m.p == nil || m.p.Exited()
+		e.mu.Unlock()
+		if down {
+			if err := e.start(i); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range e.members {
+		if err := e.WaitHealthy(ctx, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Stop stops every member.
 func (e *Etcd) Stop() {
 	e.mu.Lock()

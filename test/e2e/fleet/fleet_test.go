@@ -545,3 +545,65 @@ func TestDrainMovesAgentsFirst(t *testing.T) {
 	}
 	t.Logf("the tunnel moved while replica %d still drained (others hold %d, %d before)", x, others(), before)
 }
+
+// TestFullRestartLosesNothing stops every replica and every etcd member,
+// starts them all again, and finds the cluster, its identity (the agent's
+// certificate still admits its tunnels), a role assignment and an API token
+// as they were.
+func TestFullRestartLosesNothing(t *testing.T) {
+	ctx := harness.TestContext(t)
+	r0 := shared.relays[0]
+	if _, err := r0.Connectctl(ctx, "role", "assign", "--assignee", "00000000-0000-0000-0000-0000000000aa", "--role", "Viewer", "--cluster", clusterName); err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(t.TempDir(), "ci.token")
+	if _, err := r0.Connectctl(ctx, "tokens", "create", "--name", "survivor", "--role", "Reader", "--expires", "1h", "--token-file", tokFile); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func(r *harness.Relay) string {
+		t.Helper()
+		var b strings.Builder
+		for _, args := range [][]string{{"role", "list", "--cluster", clusterName}, {"tokens", "list"}} {
+			out, err := r.Connectctl(ctx, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first column of each row (IDs and names): relative times
+			// in the others move on.
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if f := strings.Fields(line); len(f) > 0 {
+					b.WriteString(f[0] + "\n")
+				}
+			}
+		}
+		return b.String()
+	}
+	before := snapshot(r0)
+	t.Logf("assignments and tokens (first columns):\n%s", before)
+	if strings.Count(before, "\n") < 4 {
+		t.Fatalf("before the restart:\n%s", before)
+	}
+	for _, r := range shared.relays {
+		r.Stop()
+	}
+	shared.etcd.Stop()
+	if err := shared.etcd.RestartAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range shared.relays {
+		if err := r.Start(ctx); err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+	if after := snapshot(shared.relays[2]); after != before {
+		t.Errorf("assignments and tokens changed across the restart:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	// The agent reconnects with the certificate it had: its identity
+	// (cluster, certificate generation) survived.
+	if err := waitTunnels(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, err := kubectl.Run(ctx, shared.kubecfgs[2], nil, nil, "get", "ns", "kube-system", "-o", "name"); err != nil {
+		t.Fatalf("kubectl after the full restart: %v\n%s%s", err, out, stderr)
+	}
+}
