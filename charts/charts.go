@@ -35,9 +35,6 @@ const (
 //go:embed all:clusterconnect-agent all:relay
 var files embed.FS
 
-// FS is the embedded charts, one directory each.
-func FS() fs.FS { return files }
-
 // Load loads the embedded chart in directory name (AgentChart, RelayChart).
 func Load(name string) (*chart.Chart, error) {
 	var bf []*archive.BufferedFile

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
 
 	"github.com/clusterconnect/clusterconnect/connectctl/install"
 	"github.com/clusterconnect/clusterconnect/pkg/version"
@@ -96,6 +97,19 @@ func notFound(err error) bool {
 	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound
 }
 
+// releaseOf returns the agent release in the install's namespace (nil
+// when there is none), refusing one of another cluster with what to do.
+func releaseOf(in *install.Installer, name, todo string) (*release.Release, error) {
+	cur, err := in.Release()
+	if err != nil || cur == nil {
+		return nil, err
+	}
+	if got := getString(cur.Config, "cluster.name"); got != name {
+		return nil, fmt.Errorf("namespace %s holds the agents of cluster %q (release %s), not %q: %s", in.Namespace(), got, cur.Name, name, todo)
+	}
+	return cur, nil
+}
+
 // installAgents is `connectctl connect NAME --kubeconfig …`: register the
 // cluster (or reuse its registration), put the registration token in a
 // Secret, and install or upgrade the agent chart with the Helm SDK.
@@ -165,15 +179,12 @@ func installAgents(cmd *cobra.Command, g *globals, name string, f *installFlags,
 	if err := in.CheckPermissions(ctx, objs); err != nil {
 		return err
 	}
-	cur, err := in.Release()
+	cur, err := releaseOf(in, name, "disconnect it first, or pick another --namespace")
 	if err != nil {
 		return err
 	}
 	check := vals
 	if cur != nil {
-		if got := getString(cur.Config, "cluster.name"); got != "" && got != name {
-			return fmt.Errorf("namespace %s already holds the agents of cluster %q (release %s): disconnect it first, or pick another --namespace", in.Namespace(), got, cur.Name)
-		}
 		check = loader.MergeMaps(cur.Config, vals) // what the upgrade will install
 		if objs, err = in.Render(ctx, ch, check); err != nil {
 			return err
@@ -228,11 +239,7 @@ func installAgents(cmd *cobra.Command, g *globals, name string, f *installFlags,
 			return err
 		}
 	}
-	rel, err := in.Apply(ctx, ch, vals, true, f.timeout)
-	if err != nil {
-		return err
-	}
-	if _, err := in.WaitObjects(ctx, rel); err != nil {
+	if _, err := in.Apply(ctx, ch, vals, f.timeout); err != nil {
 		return err
 	}
 	return printInstalled(ctx, cmd, cl, name, in.Namespace())
@@ -264,16 +271,13 @@ func upgradeAgents(cmd *cobra.Command, g *globals, name string, f *installFlags)
 	if err != nil {
 		return err
 	}
-	cur, err := in.Release()
+	cur, err := releaseOf(in, name, "pick the --namespace of "+name+"'s agents")
 	if err != nil {
 		return err
 	}
 	if cur == nil {
 		return fmt.Errorf("no agents of cluster %s in namespace %s (release %s): install them with `connectctl connect %s --kubeconfig %s --namespace %s`",
 			name, in.Namespace(), f.target.ReleaseName, name, f.target.Kubeconfig, in.Namespace())
-	}
-	if got := getString(cur.Config, "cluster.name"); got != name {
-		return fmt.Errorf("namespace %s holds the agents of cluster %q, not %q", in.Namespace(), got, name)
 	}
 	base := map[string]any{}
 	if tag := imageTag(); tag != "" {
@@ -292,11 +296,8 @@ func upgradeAgents(cmd *cobra.Command, g *globals, name string, f *installFlags)
 	if err := in.CheckPermissions(ctx, objs); err != nil {
 		return err
 	}
-	rel, err := in.Apply(ctx, ch, vals, true, f.timeout)
+	rel, err := in.Apply(ctx, ch, vals, f.timeout)
 	if err != nil {
-		return err
-	}
-	if _, err := in.WaitObjects(ctx, rel); err != nil {
 		return err
 	}
 	merged, err := chartutil.CoalesceValues(rel.Chart, rel.Config)
@@ -327,7 +328,7 @@ func disconnectAgents(cmd *cobra.Command, g *globals, name string, f *installFla
 	if err != nil {
 		return err
 	}
-	cur, err := in.Release()
+	cur, err := releaseOf(in, name, "pick the --namespace of "+name+"'s agents")
 	if err != nil {
 		return err
 	}
@@ -337,9 +338,6 @@ func disconnectAgents(cmd *cobra.Command, g *globals, name string, f *installFla
 		// the cluster at the relay).
 		return fmt.Errorf("no agents of cluster %s in namespace %s (release %s) of this kubeconfig's cluster: nothing was changed; check --namespace, --context and --release-name (`connectctl delete %s` deletes only the cluster at the relay)",
 			name, in.Namespace(), f.target.ReleaseName, name)
-	}
-	if got := getString(cur.Config, "cluster.name"); got != name {
-		return fmt.Errorf("namespace %s holds the agents of cluster %q, not %q: pick the --namespace of %s's agents", in.Namespace(), got, name, name)
 	}
 	if _, err := in.Uninstall(ctx, name, f.timeout); err != nil {
 		return err

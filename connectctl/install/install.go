@@ -231,9 +231,6 @@ func unreachable(host string, t Target, err error) error {
 // Namespace is the namespace of the install.
 func (in *Installer) Namespace() string { return in.t.Namespace }
 
-// Kube is the Kubernetes client of the install.
-func (in *Installer) Kube() kubernetes.Interface { return in.kube }
-
 // Release returns the installed release, nil if there is none.
 func (in *Installer) Release() (*release.Release, error) {
 	r, err := action.NewGet(in.cfg).Run(in.t.ReleaseName)
@@ -371,10 +368,11 @@ func (in *Installer) PutRegistrationSecret(ctx context.Context, name, cluster, t
 }
 
 // Apply installs the chart, or upgrades the release if there is one
-// (reuseValues keeps the values the release was installed with, under
-// vals, over the new chart's defaults). It
+// (keeping the values the release was installed with, under vals, over the
+// new chart's defaults). It waits only for the objects to exist, not for
+// pods to be ready. It
 // does not wait for pods to be ready, only for the objects to exist.
-func (in *Installer) Apply(ctx context.Context, ch *chart.Chart, vals map[string]any, reuseValues bool, timeout time.Duration) (*release.Release, error) {
+func (in *Installer) Apply(ctx context.Context, ch *chart.Chart, vals map[string]any, timeout time.Duration) (*release.Release, error) {
 	cur, err := in.Release()
 	if err != nil {
 		return nil, err
@@ -396,7 +394,7 @@ func (in *Installer) Apply(ctx context.Context, ch *chart.Chart, vals map[string
 		// The new chart's defaults, then the values the release was
 		// installed with, then vals: a newer chart's new keys get their
 		// defaults (plain ReuseValues would keep the old chart's).
-		up.ResetThenReuseValues = reuseValues
+		up.ResetThenReuseValues = true
 		up.MaxHistory = 5
 		r, err = up.RunWithContext(ctx, in.t.ReleaseName, ch, vals)
 	}
@@ -412,7 +410,7 @@ func (in *Installer) Apply(ctx context.Context, ch *chart.Chart, vals map[string
 		verb = "upgraded"
 	}
 	in.Progress.Step("%s release %s (chart %s %s, revision %d)", verb, rel.Name, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version, rel.Version)
-	return rel, nil
+	return rel, in.waitObjects(ctx, rel)
 }
 
 // helmError adds what to do to Helm's errors that need it.
@@ -427,47 +425,44 @@ func helmError(err error) error {
 	return err
 }
 
-// WaitObjects waits until every object of the release's manifest exists in
-// the cluster (no controller is needed for that, nor for what is checked).
-func (in *Installer) WaitObjects(ctx context.Context, rel *release.Release) ([]*unstructured.Unstructured, error) {
+// waitObjects waits until every object of the release's manifest exists in
+// the cluster (no controller is needed for that).
+func (in *Installer) waitObjects(ctx context.Context, rel *release.Release) error {
 	objs, err := charts.SplitManifest(rel.Manifest)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var kinds []string
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
 		m, err := in.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		ri := in.dyn.Resource(m.Resource)
-		var got *unstructured.Unstructured
+		var ri dynamic.ResourceInterface = in.dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = in.dyn.Resource(m.Resource).Namespace(in.t.Namespace)
+		}
 		for {
-			if m.Scope.Name() == meta.RESTScopeNameNamespace {
-				got, err = ri.Namespace(in.t.Namespace).Get(ctx, o.GetName(), metav1.GetOptions{})
-			} else {
-				got, err = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
-			}
+			_, err = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
 			if err == nil || !apierrors.IsNotFound(err) {
 				break
 			}
 			select {
 			case <-ctx.Done():
-				return nil, fmt.Errorf("%s %s did not appear: %w", gvk.Kind, o.GetName(), ctx.Err())
+				return fmt.Errorf("%s %s did not appear: %w", gvk.Kind, o.GetName(), ctx.Err())
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read %s %s: %w", gvk.Kind, o.GetName(), err)
+			return fmt.Errorf("read %s %s: %w", gvk.Kind, o.GetName(), err)
 		}
-		objs[slices.Index(objs, o)] = got
 		if !slices.Contains(kinds, gvk.Kind) {
 			kinds = append(kinds, gvk.Kind)
 		}
 	}
 	in.Progress.Step("all %d objects exist (%s)", len(objs), strings.Join(kinds, ", "))
-	return objs, nil
+	return nil
 }
 
 // Uninstall removes the release (if any), then what was created beside it

@@ -63,20 +63,13 @@ type Fleet interface {
 	Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, p api.Principal) bool
 }
 
-type principalKey struct{}
-
-type forwardedKey struct{}
-
-// WithPrincipal returns r carrying the admitted principal (a fleet
-// forwards it to the owner of the cluster's tunnels).
-func WithPrincipal(r *http.Request, p api.Principal) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
-}
-
-// Forwarded returns r marked as forwarded by another replica: it is served
-// by this replica's tunnels or not at all (never forwarded again).
-func Forwarded(r *http.Request) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true))
+// Caller is who ServeCluster serves a request for: the principal the front
+// door admitted (a fleet forwards it to the owner of the cluster's
+// tunnels), and whether another replica forwarded the request here (then
+// it is served by this replica's tunnels or not at all).
+type Caller struct {
+	Principal api.Principal
+	Forwarded bool
 }
 
 // BusyRetryAfter is the Retry-After (seconds) of a 503 ClusterBusy.
@@ -315,7 +308,7 @@ type targetKey struct{}
 // into the cluster's tunnel, the prefix removed.
 func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	p.ServeCluster(w, r, name, api.ClusterProxyPrefix+name)
+	p.ServeCluster(w, r, name, api.ClusterProxyPrefix+name, Caller{})
 }
 
 // ClusterOf returns the cluster a request is for, once ServeCluster has it.
@@ -330,7 +323,7 @@ func ClusterOf(r *http.Request) string {
 // looked up here: the proxy's dialer finds the cluster's pool when it needs a
 // new connection, and only when there is no tunnel does proxyError consult the
 // store to tell an unknown cluster (404) from a disconnected one (503).
-func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefix string) {
+func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefix string, c Caller) {
 	if !api.ValidClusterName(name) {
 		// It could not have been registered; and it becomes the proxy's Host.
 		p.reqs.WithLabelValues("404").Inc()
@@ -338,14 +331,13 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 		return
 	}
 	p.mu.Lock()
-	if p.draining && p.cfg.Fleet != nil && r.Context().Value(forwardedKey{}) == nil {
+	if p.draining && p.cfg.Fleet != nil && !c.Forwarded {
 		// Draining, one replica of a fleet: the cluster's agents are
 		// moving their tunnels to other replicas; send the request there.
 		// (Not counted in inflight, which Shutdown is waiting on: the HTTP
 		// server's own shutdown waits for this handler.)
 		p.mu.Unlock()
-		pr, _ := r.Context().Value(principalKey{}).(api.Principal)
-		if p.cfg.Fleet.Forward(w, r, name, prefix, pr) {
+		if p.cfg.Fleet.Forward(w, r, name, prefix, c.Principal) {
 			return
 		}
 		p.mu.Lock()
@@ -361,10 +353,9 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 	pl := p.pools[name]
 	p.mu.Unlock()
 	defer p.inflight.Done()
-	if p.cfg.Fleet != nil && (pl == nil || pl.Len() == 0) && r.Context().Value(forwardedKey{}) == nil {
+	if p.cfg.Fleet != nil && (pl == nil || pl.Len() == 0) && !c.Forwarded {
 		// No tunnel here: an owner elsewhere in the fleet serves it.
-		pr, _ := r.Context().Value(principalKey{}).(api.Principal)
-		if p.cfg.Fleet.Forward(w, r, name, prefix, pr) {
+		if p.cfg.Fleet.Forward(w, r, name, prefix, c.Principal) {
 			return
 		}
 	}

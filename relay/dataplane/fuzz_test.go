@@ -223,7 +223,7 @@ func TestServeClusterRewrites(t *testing.T) {
 		in = route(in)
 		name := in.PathValue("name")
 		w := httptest.NewRecorder()
-		p.ServeCluster(w, in, name, api.ClusterProxyPrefix+name)
+		p.ServeCluster(w, in, name, api.ClusterProxyPrefix+name, Caller{})
 		if w.Code != http.StatusOK || len(rt.got) == 0 {
 			t.Fatalf("%s: %d %s", tc.target, w.Code, w.Body)
 		}

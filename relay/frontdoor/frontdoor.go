@@ -192,11 +192,10 @@ func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string
 			return
 		}
 		d.log.Debug("serving a request forwarded by a peer", "peer", res.Principal.ID, "principal", p.Kind+":"+p.ID, "cluster", name)
-		d.cfg.Plane.ServeCluster(w, dataplane.Forwarded(dataplane.WithPrincipal(r, p)), name, prefix)
+		d.cfg.Plane.ServeCluster(w, r, name, prefix, dataplane.Caller{Principal: p, Forwarded: true})
 		return
 	}
 	rec.Principal = res.Principal
-	r = dataplane.WithPrincipal(r, res.Principal)
 	g, err := d.grant(r.Context(), name, res.Principal)
 	if err != nil {
 		d.log.Warn("admission: store unavailable", "cluster", name, "err", err)
@@ -244,7 +243,7 @@ func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string
 // proxy forwards an admitted request and audits it.
 func (d *Door) proxy(w http.ResponseWriter, r *http.Request, name, prefix string, rec *api.AuditRecord, start time.Time) {
 	if d.cfg.Audit == nil {
-		d.cfg.Plane.ServeCluster(w, r, name, prefix)
+		d.cfg.Plane.ServeCluster(w, r, name, prefix, dataplane.Caller{Principal: rec.Principal})
 		return
 	}
 	m, mw, mr := audit.Meter(w, r)
@@ -258,7 +257,7 @@ func (d *Door) proxy(w http.ResponseWriter, r *http.Request, name, prefix string
 	})
 	// For an upgrade, ReverseProxy returns once the byte pipe is over and
 	// both connections are closed.
-	d.cfg.Plane.ServeCluster(mw, mr, name, prefix)
+	d.cfg.Plane.ServeCluster(mw, mr, name, prefix, dataplane.Caller{Principal: rec.Principal})
 	out := *rec
 	if m.Hijacked() {
 		out.Kind, out.Event = api.AuditSession, api.AuditEnd

@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/clusterconnect/clusterconnect/pkg/trust"
 )
@@ -132,9 +134,11 @@ func (s *Etcd) wrap(op string, err error) error {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) {
 		return err
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
+	// No quorum, no leader, members unreachable: etcd's own timeouts and
+	// gRPC's Unavailable, or the deadline of opContext.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, rpctypes.ErrTimeout) ||
 		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) ||
-		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "Unavailable") {
+		status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
 		return fmt.Errorf("%w: etcd %s failed (is a majority of the etcd members up and reachable?): %v", ErrUnavailable, op, err)
 	}
 	return fmt.Errorf("etcd %s: %w", op, err)
@@ -162,6 +166,26 @@ func (s *Etcd) getJSON(ctx context.Context, kind, name, what string, v any) (int
 		return 0, fmt.Errorf("%s %q: %w", what, name, ErrNotFound)
 	}
 	return r.Kvs[0].ModRevision, json.Unmarshal(r.Kvs[0].Value, v)
+}
+
+// etcdGet reads one value of kind (ErrNotFound when there is none).
+func etcdGet[T any](ctx context.Context, s *Etcd, kind, name, what string) (*T, error) {
+	v := new(T)
+	if _, err := s.getJSON(ctx, kind, name, what, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// assignmentIDs lists the IDs of cluster's role assignments, and the
+// revision they were read at.
+func (s *Etcd) assignmentIDs(ctx context.Context, cluster string) ([]string, int64, error) {
+	as, rev, err := etcdList(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Cluster == cluster })
+	ids := make([]string, 0, len(as))
+	for _, a := range as {
+		ids = append(ids, a.ID)
+	}
+	return ids, rev, err
 }
 
 // etcdList reads every value of kind, and the revision it was read at.
@@ -221,13 +245,9 @@ func (s *Etcd) CreateCluster(ctx context.Context, c *Cluster) error {
 		return err
 	}
 	for range maxRetries {
-		left, rev, err := etcdList(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Cluster == c.Name })
+		ids, rev, err := s.assignmentIDs(ctx, c.Name)
 		if err != nil {
 			return err
-		}
-		var ids []string
-		for _, a := range left {
-			ids = append(ids, a.ID)
 		}
 		ok, err := s.txn(ctx, []clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(s.key(KindCluster, c.Name)), "=", 0),
@@ -247,11 +267,7 @@ func (s *Etcd) CreateCluster(ctx context.Context, c *Cluster) error {
 }
 
 func (s *Etcd) GetCluster(ctx context.Context, name string) (*Cluster, error) {
-	var c Cluster
-	if _, err := s.getJSON(ctx, KindCluster, name, "cluster", &c); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return etcdGet[Cluster](ctx, s, KindCluster, name, "cluster")
 }
 
 func (s *Etcd) ListClusters(ctx context.Context) ([]*Cluster, error) {
@@ -289,18 +305,13 @@ func (s *Etcd) UpdateCluster(ctx context.Context, name string, update func(*Clus
 
 func (s *Etcd) DeleteCluster(ctx context.Context, name string) error {
 	for range maxRetries {
-		var c Cluster
-		crev, err := s.getJSON(ctx, KindCluster, name, "cluster", &c)
+		crev, err := s.getJSON(ctx, KindCluster, name, "cluster", new(Cluster))
 		if err != nil {
 			return err
 		}
-		left, rev, err := etcdList(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Cluster == name })
+		ids, rev, err := s.assignmentIDs(ctx, name)
 		if err != nil {
 			return err
-		}
-		var ids []string
-		for _, a := range left {
-			ids = append(ids, a.ID)
 		}
 		ok, err := s.txn(ctx, []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(s.key(KindCluster, name)), "=", crev),
@@ -350,11 +361,7 @@ func (s *Etcd) PutRole(ctx context.Context, r *RoleDefinition) error {
 }
 
 func (s *Etcd) GetRole(ctx context.Context, name string) (*RoleDefinition, error) {
-	var r RoleDefinition
-	if _, err := s.getJSON(ctx, KindRole, name, "role", &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
+	return etcdGet[RoleDefinition](ctx, s, KindRole, name, "role")
 }
 
 func (s *Etcd) ListRoles(ctx context.Context) ([]*RoleDefinition, error) {
@@ -455,11 +462,7 @@ func (s *Etcd) CreateToken(ctx context.Context, t *APIToken) error {
 }
 
 func (s *Etcd) GetToken(ctx context.Context, id string) (*APIToken, error) {
-	var t APIToken
-	if _, err := s.getJSON(ctx, KindToken, id, "token", &t); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return etcdGet[APIToken](ctx, s, KindToken, id, "token")
 }
 
 func (s *Etcd) ListTokens(ctx context.Context) ([]*APIToken, error) {

@@ -21,7 +21,7 @@ import (
 // key, which the others are given (as a Deployment's pods get them from
 // Secrets), so that one kubeconfig works through any replica with only the
 // server's host:port changed.
-func (e *Env) StartFleet(ctx context.Context, n int, etcd *cluster.Etcd, extraArgs ...string) ([]*Relay, error) {
+func (e *Env) StartFleet(ctx context.Context, n int, etcd *cluster.Etcd) ([]*Relay, error) {
 	var relays []*Relay
 	var first string
 	for i := range n {
@@ -46,11 +46,11 @@ func (e *Env) StartFleet(ctx context.Context, n int, etcd *cluster.Etcd, extraAr
 		if err != nil {
 			return nil, err
 		}
-		args := append([]string{
+		args := []string{
 			"--store", "etcd", "--etcd-endpoints", strings.Join(etcd.Endpoints, ","),
 			"--etcd-cert", etcd.ClientCert, "--etcd-key", etcd.ClientKey, "--etcd-ca", etcd.CAFile,
 			"--peer-url", "https://127.0.0.1:" + strconv.Itoa(port), "--replica-id", fmt.Sprintf("relay-%d", i),
-		}, extraArgs...)
+		}
 		r, err := e.StartRelay(ctx, &RelayOptions{DataDir: dir, Port: port, ExtraArgs: args})
 		if err != nil {
 			return nil, fmt.Errorf("replica %d: %w", i, err)
