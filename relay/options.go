@@ -15,6 +15,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/entra"
 	"github.com/clusterconnect/clusterconnect/pkg/logging"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
+	"github.com/clusterconnect/clusterconnect/relay/agentapi"
 	"github.com/clusterconnect/clusterconnect/relay/limits"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
@@ -74,6 +75,13 @@ type Options struct {
 	Location string
 	// OfflineAfter is how long after its last heartbeat a cluster is Offline.
 	OfflineAfter time.Duration
+	// HeartbeatWriteInterval: a heartbeat that changes neither a cluster's
+	// metadata nor its status is written to the store only once the stored
+	// one is this old (at most one such write per cluster per interval,
+	// however often agents send). Shorter than OfflineAfter; zero means
+	// agentapi.DefaultHeartbeatWriteInterval (30 s), or half of OfflineAfter
+	// when that is shorter (Validate fills it in).
+	HeartbeatWriteInterval time.Duration
 	// Tunnel settings.
 	StreamWindow      uint
 	MaxStreams        int
@@ -157,6 +165,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RegistrationTokenTTL, "registration-token-ttl", o.RegistrationTokenTTL, "default lifetime of one-time registration tokens")
 	fs.StringVar(&o.Location, "location", o.Location, "the relay's region, shown as each cluster's location")
 	fs.DurationVar(&o.OfflineAfter, "offline-after", o.OfflineAfter, "a cluster without a heartbeat for this long is Offline")
+	fs.DurationVar(&o.HeartbeatWriteInterval, "heartbeat-write-interval", o.HeartbeatWriteInterval, "store a cluster's heartbeat at most once per this interval when its metadata and status did not change, to bound the store's writes; less than --offline-after (default 30s, or half of --offline-after when that is shorter)")
 	fs.UintVar(&o.StreamWindow, "stream-window", o.StreamWindow, "per-stream receive window in bytes")
 	fs.IntVar(&o.MaxStreams, "max-streams", o.MaxStreams, "streams open at once per tunnel")
 	fs.DurationVar(&o.KeepAliveInterval, "keepalive-interval", o.KeepAliveInterval, "tunnel ping interval")
@@ -230,6 +239,12 @@ func (o *Options) Validate() error {
 	}
 	if o.OfflineAfter < time.Second {
 		errs = append(errs, fmt.Errorf("--offline-after %s: want at least 1s", o.OfflineAfter))
+	}
+	if o.HeartbeatWriteInterval == 0 {
+		o.HeartbeatWriteInterval = min(agentapi.DefaultHeartbeatWriteInterval, o.OfflineAfter/2)
+	}
+	if o.HeartbeatWriteInterval <= 0 || o.HeartbeatWriteInterval >= o.OfflineAfter {
+		errs = append(errs, fmt.Errorf("--heartbeat-write-interval %s: want more than 0 and less than --offline-after (%s)", o.HeartbeatWriteInterval, o.OfflineAfter))
 	}
 	if o.StreamWindow < 256<<10 || o.StreamWindow > 1<<30 {
 		errs = append(errs, fmt.Errorf("--stream-window %d: want 256 KiB to 1 GiB", o.StreamWindow))

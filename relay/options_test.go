@@ -23,6 +23,7 @@ func TestOptionsDefaults(t *testing.T) {
 		"KeepAliveInterval": 15 * time.Second, "KeepAliveTimeout": 10 * time.Second,
 		"ShutdownTimeout": 15 * time.Second, "Log.Level": "info", "Log.Format": "text",
 		"CertLifetime": 90 * 24 * time.Hour, "RegistrationTokenTTL": time.Hour, "Location": "local", "OfflineAfter": 15 * time.Minute,
+		"HeartbeatWriteInterval": 30 * time.Second,
 	}
 	got := map[string]any{
 		"Listen": o.Listen, "DataDir": o.DataDir, "ExternalURL": o.ExternalURL,
@@ -30,6 +31,7 @@ func TestOptionsDefaults(t *testing.T) {
 		"KeepAliveInterval": o.KeepAliveInterval, "KeepAliveTimeout": o.KeepAliveTimeout,
 		"ShutdownTimeout": o.ShutdownTimeout, "Log.Level": o.Log.Level, "Log.Format": o.Log.Format,
 		"CertLifetime": o.CertLifetime, "RegistrationTokenTTL": o.RegistrationTokenTTL, "Location": o.Location, "OfflineAfter": o.OfflineAfter,
+		"HeartbeatWriteInterval": o.HeartbeatWriteInterval,
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -52,6 +54,9 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--stream-window", "1000"}, "--stream-window"},
 		{[]string{"--max-streams", "0"}, "--max-streams"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--heartbeat-write-interval", "-1s"}, "--heartbeat-write-interval"},
+		{[]string{"--heartbeat-write-interval", "15m"}, "--heartbeat-write-interval"},
+		{[]string{"--offline-after", "20s", "--heartbeat-write-interval", "30s"}, "--heartbeat-write-interval"},
 	} {
 		o := NewOptions()
 		fs := flag.NewFlagSet("relay", flag.ContinueOnError)
@@ -70,5 +75,11 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	if !contains(o.Hostnames, "relay.example") {
 		t.Errorf("external URL host not added to the certificate names: %v", o.Hostnames)
+	}
+	// A short --offline-after (tests) shortens the default write interval.
+	o = NewOptions()
+	o.OfflineAfter = 2 * time.Second
+	if err := o.Validate(); err != nil || o.HeartbeatWriteInterval != time.Second {
+		t.Errorf("--offline-after 2s: Validate() = %v, heartbeat write interval %s; want 1s", err, o.HeartbeatWriteInterval)
 	}
 }

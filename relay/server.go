@@ -81,6 +81,11 @@ type Config struct {
 	// OfflineAfter is how long after its last heartbeat a cluster counts as
 	// Offline; zero means 15 minutes.
 	OfflineAfter time.Duration
+	// HeartbeatWriteInterval bounds the store writes of heartbeats per
+	// cluster (see agentapi.Config); zero means
+	// agentapi.DefaultHeartbeatWriteInterval, or half of OfflineAfter when
+	// that is shorter.
+	HeartbeatWriteInterval time.Duration
 	// Tunnel tunes the relay's side of each tunnel. Nil means defaults.
 	Tunnel *tunnel.Config
 	// Registry receives the relay's metrics and is served at /metrics. Nil
@@ -160,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	agents, err := agentapi.New(agentapi.Config{
 		Store: cfg.Store, ClusterCA: cfg.ClusterCA, CAPEM: cfg.CAPEM, CertLifetime: cfg.CertLifetime, Agents: cfg.Agents,
-		Plane: plane, Status: status, Metrics: metrics, Now: cfg.Now, Logger: cfg.Logger,
+		Plane: plane, Status: status, Metrics: metrics, HeartbeatWriteInterval: cfg.HeartbeatWriteInterval, Now: cfg.Now, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

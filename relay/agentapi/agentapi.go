@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,11 +47,23 @@ type Config struct {
 	Status *connectivity.Tracker
 	// Metrics counts refused agents (Errors, label "auth"); nil means none.
 	Metrics *tunnel.Metrics
+	// HeartbeatWriteInterval bounds the store writes of heartbeats: a
+	// heartbeat that changes neither the metadata nor the connectivity
+	// status is answered from the stored record, without a write, while the
+	// stored LastHeartbeat is younger than this. Zero means
+	// DefaultHeartbeatWriteInterval, or half of Status.OfflineAfter when
+	// that is shorter; it must be shorter than Status.OfflineAfter.
+	HeartbeatWriteInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil means discard.
 	Logger *slog.Logger
 }
+
+// DefaultHeartbeatWriteInterval is the default of
+// Config.HeartbeatWriteInterval: at most two heartbeat writes per cluster
+// and minute, whatever the agents' heartbeat interval.
+const DefaultHeartbeatWriteInterval = 30 * time.Second
 
 // Handler serves the agent API.
 type Handler struct {
@@ -71,6 +85,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HeartbeatWriteInterval == 0 {
+		cfg.HeartbeatWriteInterval = min(DefaultHeartbeatWriteInterval, cfg.Status.OfflineAfter/2)
+	}
+	if cfg.HeartbeatWriteInterval <= 0 || cfg.HeartbeatWriteInterval >= cfg.Status.OfflineAfter {
+		return nil, fmt.Errorf("agentapi: HeartbeatWriteInterval %s: want more than 0 and less than OfflineAfter (%s)", cfg.HeartbeatWriteInterval, cfg.Status.OfflineAfter)
 	}
 	certs := CertAuthenticator{CA: cfg.ClusterCA, Now: cfg.Now}
 	if cfg.Agents == nil {
@@ -226,6 +246,13 @@ func (h *Handler) agentIdentity(w http.ResponseWriter, r *http.Request) (*store.
 		h.authFailed(w, id.Cluster, err)
 		return nil, false
 	}
+	return h.clusterOf(w, r, id)
+}
+
+// clusterOf reads the cluster of a verified certificate's identity and
+// checks the identity against it. It has answered the request when ok is
+// false.
+func (h *Handler) clusterOf(w http.ResponseWriter, r *http.Request, id clusterca.Identity) (*store.Cluster, bool) {
 	c, err := h.cfg.Store.GetCluster(r.Context(), id.Cluster)
 	if errors.Is(err, store.ErrNotFound) {
 		h.authFailed(w, id.Cluster, deleted(id.Cluster))
@@ -251,6 +278,12 @@ func (h *Handler) agentUpdate(w http.ResponseWriter, r *http.Request, update fun
 		h.authFailed(w, id.Cluster, err)
 		return id, nil, false
 	}
+	c, ok := h.updateAs(w, r, id, update)
+	return id, c, ok
+}
+
+// updateAs is agentUpdate for a verified certificate's identity.
+func (h *Handler) updateAs(w http.ResponseWriter, r *http.Request, id clusterca.Identity, update func(*store.Cluster) error) (*store.Cluster, bool) {
 	c, err := h.cfg.Store.UpdateCluster(r.Context(), id.Cluster, func(c *store.Cluster) error {
 		if err := checkIdentity(id, c); err != nil {
 			return err
@@ -261,15 +294,15 @@ func (h *Handler) agentUpdate(w http.ResponseWriter, r *http.Request, update fun
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.authFailed(w, id.Cluster, deleted(id.Cluster))
-		return id, nil, false
+		return nil, false
 	case errors.As(err, &ae):
 		h.authFailed(w, id.Cluster, err)
-		return id, nil, false
+		return nil, false
 	case err != nil:
 		apistatus.Error(w, http.StatusServiceUnavailable, "store: "+err.Error())
-		return id, nil, false
+		return nil, false
 	}
-	return id, c, true
+	return c, true
 }
 
 func (h *Handler) authFailed(w http.ResponseWriter, cluster string, err error) {
@@ -286,30 +319,82 @@ func (h *Handler) authFailed(w http.ResponseWriter, cluster string, err error) {
 }
 
 // heartbeat records that a cluster's agent is alive, and its metadata.
+// Most heartbeats change nothing but the time: those that come within
+// HeartbeatWriteInterval of the stored one are answered from the store,
+// after the same identity check, without a write (see heartbeatNeedsWrite).
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 	var req api.HeartbeatRequest
 	if !decode(w, r, &req) {
 		return
 	}
 	now := h.cfg.Now()
-	_, c, ok := h.agentUpdate(w, r, func(c *store.Cluster) error {
-		// Record what time did since the last heartbeat (Offline) before
-		// this heartbeat changes it, so no transition goes unrecorded.
-		h.cfg.Status.Record(c)
-		c.LastHeartbeat = now.UTC()
-		if m := req.Metadata; m != nil {
-			c.Metadata = store.Metadata{KubernetesVersion: m.KubernetesVersion, AgentVersion: m.AgentVersion,
-				TotalNodeCount: m.TotalNodeCount, TotalCoreCount: m.TotalCoreCount, Distribution: m.Distribution,
-				Infrastructure: m.Infrastructure, Agents: agentRoles(m.Agents), UpdatedAt: now.UTC()}
-		}
-		h.cfg.Status.Record(c)
-		return nil
-	})
+	var md *store.Metadata
+	if m := req.Metadata; m != nil {
+		md = &store.Metadata{KubernetesVersion: m.KubernetesVersion, AgentVersion: m.AgentVersion,
+			TotalNodeCount: m.TotalNodeCount, TotalCoreCount: m.TotalCoreCount, Distribution: m.Distribution,
+			Infrastructure: m.Infrastructure, Agents: agentRoles(m.Agents), UpdatedAt: now.UTC()}
+	}
+	id, err := h.certs.identify(r)
+	if err != nil {
+		h.authFailed(w, id.Cluster, err)
+		return
+	}
+	c, ok := h.clusterOf(w, r, id)
 	if !ok {
 		return
 	}
+	if h.heartbeatNeedsWrite(c, md, now) {
+		c, ok = h.updateAs(w, r, id, func(c *store.Cluster) error {
+			// Record what time did since the last heartbeat (Offline)
+			// before this heartbeat changes it, so no transition goes
+			// unrecorded.
+			h.cfg.Status.Record(c)
+			c.LastHeartbeat = now.UTC()
+			if md != nil {
+				c.Metadata = *md
+			}
+			h.cfg.Status.Record(c)
+			return nil
+		})
+		if !ok {
+			return
+		}
+	}
 	st, _ := h.cfg.Status.Status(c)
 	httpjson.Write(w, http.StatusOK, api.HeartbeatResponse{ConnectivityStatus: st})
+}
+
+// heartbeatNeedsWrite reports whether a heartbeat at now that reports md
+// (nil: none) must be written to c's record: when the stored heartbeat is
+// HeartbeatWriteInterval old or more (or in the future: another replica's
+// clock), when the metadata changed, or when the connectivity status would
+// change (a transition to record). Otherwise the write would only move
+// LastHeartbeat (and Metadata.UpdatedAt) on by less than the interval,
+// which is less than OfflineAfter.
+func (h *Handler) heartbeatNeedsWrite(c *store.Cluster, md *store.Metadata, now time.Time) bool {
+	if age := now.Sub(c.LastHeartbeat); c.LastHeartbeat.IsZero() || age < 0 || age >= h.cfg.HeartbeatWriteInterval {
+		return true
+	}
+	if md != nil && !sameMetadata(*md, c.Metadata) {
+		return true
+	}
+	if st, _ := h.cfg.Status.Status(c); st != c.Status {
+		return true
+	}
+	after := *c
+	after.LastHeartbeat = now.UTC()
+	st, _ := h.cfg.Status.Status(&after)
+	return st != c.Status
+}
+
+// sameMetadata compares every field but UpdatedAt.
+func sameMetadata(a, b store.Metadata) bool {
+	if !slices.Equal(a.Agents, b.Agents) {
+		return false
+	}
+	a.Agents, b.Agents = nil, nil
+	a.UpdatedAt, b.UpdatedAt = time.Time{}, time.Time{}
+	return reflect.DeepEqual(a, b)
 }
 
 // checkAccess decides actions for a principal from the role assignments of

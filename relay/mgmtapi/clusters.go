@@ -277,7 +277,7 @@ func (h *Handler) deleteCluster(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// The cluster's role assignments go with it, in the same transaction:
+	// The cluster's role assignments go with it (see Store.DeleteCluster):
 	// a cluster created later under this name inherits none.
 	if err := h.cfg.Store.DeleteCluster(r.Context(), name); !h.storeOK(w, r, err) {
 		return

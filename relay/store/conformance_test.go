@@ -34,6 +34,10 @@ func conformance(t *testing.T, f fixture) {
 		"Tokens":                          testTokens,
 		"ConcurrentUpdates":               testConcurrentUpdates,
 		"LargeLists":                      testLargeLists,
+		"ManyAssignmentsOfACluster":       testManyAssignmentsOfACluster,
+		"ManyLeftovers":                   testManyLeftovers,
+		"ManyExpiredAssignments":          testManyExpiredAssignments,
+		"ManyExpiredTokens":               testManyExpiredTokens,
 		"Watch":                           testWatch,
 	} {
 		t.Run(name, func(t *testing.T) { test(t, f) })
@@ -415,4 +419,158 @@ func testWatch(t *testing.T, f fixture) {
 		t.Fatal(err)
 	}
 	want(func(c Change) bool { return c.Kind == KindToken && c.Name == "wt" }, "token created")
+}
+
+// many is more records than one etcd transaction may touch (128 operations
+// by default), so that the stores must split the work.
+const many = 300
+
+// inParallel runs do(0) … do(n-1) on a few goroutines and fails t on the
+// first error.
+func inParallel(t *testing.T, n int, do func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	next := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				if err := do(i); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// A cluster with more assignments than one transaction holds is deleted
+// with all of them, and a cluster registered again under its name starts
+// with none; others' assignments stay.
+func testManyAssignmentsOfACluster(t *testing.T, f fixture) {
+	s, ctx := f.open(t), context.Background()
+	for _, name := range []string{"big", "other"} {
+		if err := s.CreateCluster(ctx, &Cluster{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inParallel(t, many, func(i int) error {
+		return s.CreateAssignment(ctx, &RoleAssignment{ID: fmt.Sprintf("big-%03d", i), Role: "Viewer", PrincipalID: fmt.Sprint("u", i), PrincipalType: "User", Cluster: "big"})
+	})
+	if err := s.CreateAssignment(ctx, &RoleAssignment{ID: "keep", Role: "Viewer", Cluster: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if as, err := s.ListAssignments(ctx, "big"); err != nil || len(as) != many {
+		t.Fatalf("ListAssignments(big) = %d, %v; want %d", len(as), err, many)
+	}
+	if err := s.DeleteCluster(ctx, "big"); err != nil {
+		t.Fatalf("delete a cluster with %d assignments: %v", many, err)
+	}
+	if _, err := s.GetCluster(ctx, "big"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get after delete = %v, want ErrNotFound", err)
+	}
+	if as, err := s.ListAssignments(ctx, "big"); err != nil || len(as) != 0 {
+		t.Fatalf("%d assignments of the deleted cluster left (%v)", len(as), err)
+	}
+	if err := s.CreateCluster(ctx, &Cluster{Name: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	if as, _ := s.ListAssignments(ctx, "big"); len(as) != 0 {
+		t.Fatalf("the re-created cluster inherited %d assignments", len(as))
+	}
+	if as, _ := s.ListAssignments(ctx, ""); !slices.Equal(ids(as), []string{"keep"}) {
+		t.Fatalf("assignments = %v, want keep (another cluster's)", ids(as))
+	}
+}
+
+// More leftover assignments under a name than one transaction holds (what
+// a relay stopped halfway through deleting a large cluster, or an older
+// version, leaves) are all gone before a cluster of that name exists.
+func testManyLeftovers(t *testing.T, f fixture) {
+	s, ctx := f.open(t), context.Background()
+	for i := range many {
+		f.leftover(t, s, &RoleAssignment{ID: fmt.Sprintf("old-%03d", i), Role: "Cluster Admin", Cluster: "reborn"})
+	}
+	if err := s.CreateAssignment(ctx, &RoleAssignment{ID: "relay", Role: "Reader"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateCluster(ctx, &Cluster{Name: "reborn"}); err != nil {
+		t.Fatalf("create over %d leftovers: %v", many, err)
+	}
+	if as, _ := s.ListAssignments(ctx, "reborn"); len(as) != 0 {
+		t.Fatalf("the new cluster inherited %d leftovers", len(as))
+	}
+	if as, _ := s.ListAssignments(ctx, ""); !slices.Equal(ids(as), []string{"relay"}) {
+		t.Fatalf("assignments = %v, want relay", ids(as))
+	}
+	if err := s.CreateCluster(ctx, &Cluster{Name: "reborn"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create = %v, want ErrExists", err)
+	}
+}
+
+// manyIDs are many sorted IDs.
+func manyIDs() []string {
+	var out []string
+	for i := range many {
+		out = append(out, fmt.Sprintf("x-%03d", i))
+	}
+	return out
+}
+
+// A sweep deletes and returns every expired assignment, however many there
+// are.
+func testManyExpiredAssignments(t *testing.T, f fixture) {
+	s, ctx := f.open(t), context.Background()
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := s.CreateCluster(ctx, &Cluster{Name: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	want := manyIDs()
+	inParallel(t, many, func(i int) error {
+		cluster := "c"
+		if i%3 == 0 {
+			cluster = "" // relay scope
+		}
+		return s.CreateAssignment(ctx, &RoleAssignment{ID: want[i], Role: "Viewer", Cluster: cluster, ExpiresAt: now.Add(-time.Minute)})
+	})
+	if err := s.CreateAssignment(ctx, &RoleAssignment{ID: "later", Role: "Viewer", Cluster: "c", ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.DeleteExpiredAssignments(ctx, now)
+	if err != nil || !slices.Equal(ids(gone), want) {
+		t.Fatalf("DeleteExpiredAssignments = %d assignments, %v; want the %d expired", len(gone), err, many)
+	}
+	if as, _ := s.ListAssignments(ctx, ""); !slices.Equal(ids(as), []string{"later"}) {
+		t.Fatalf("left = %d assignments, want later only", len(as))
+	}
+	if gone, err := s.DeleteExpiredAssignments(ctx, now); err != nil || len(gone) != 0 {
+		t.Fatalf("second sweep = %d, %v", len(gone), err)
+	}
+}
+
+// A sweep deletes every expired token, however many there are.
+func testManyExpiredTokens(t *testing.T, f fixture) {
+	s, ctx := f.open(t), context.Background()
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	want := manyIDs()
+	inParallel(t, many, func(i int) error {
+		return s.CreateToken(ctx, &APIToken{ID: want[i], Role: "Reader", ExpiresAt: now.Add(-time.Minute)})
+	})
+	if err := s.CreateToken(ctx, &APIToken{ID: "later", Role: "Reader", ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.DeleteExpiredTokens(ctx, now); err != nil || n != many {
+		t.Fatalf("DeleteExpiredTokens = %d, %v; want %d", n, err, many)
+	}
+	if l, _ := s.ListTokens(ctx); len(l) != 1 || l[0].ID != "later" {
+		t.Fatalf("left = %d tokens, want later only", len(l))
+	}
 }

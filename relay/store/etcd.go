@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -177,33 +178,46 @@ func etcdGet[T any](ctx context.Context, s *Etcd, kind, name, what string) (*T, 
 	return v, nil
 }
 
-// assignmentIDs lists the IDs of cluster's role assignments, and the
-// revision they were read at.
-func (s *Etcd) assignmentIDs(ctx context.Context, cluster string) ([]string, int64, error) {
-	as, rev, err := etcdList(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Cluster == cluster })
-	ids := make([]string, 0, len(as))
-	for _, a := range as {
-		ids = append(ids, a.ID)
-	}
-	return ids, rev, err
+// assignmentsOf lists cluster's role assignments, and the revision they
+// were read at.
+func (s *Etcd) assignmentsOf(ctx context.Context, cluster string) ([]listed[RoleAssignment], int64, error) {
+	return etcdListKeys(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Cluster == cluster })
+}
+
+// listed is a value as read, with its key and the revision it was last
+// changed at.
+type listed[T any] struct {
+	v   *T
+	key string
+	mod int64
 }
 
 // etcdList reads every value of kind, and the revision it was read at.
 func etcdList[T any](ctx context.Context, s *Etcd, kind string, keep func(*T) bool) ([]*T, int64, error) {
+	ls, rev, err := etcdListKeys(ctx, s, kind, keep)
+	out := make([]*T, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, l.v)
+	}
+	return out, rev, err
+}
+
+// etcdListKeys is etcdList with each value's key and revision.
+func etcdListKeys[T any](ctx context.Context, s *Etcd, kind string, keep func(*T) bool) ([]listed[T], int64, error) {
 	ctx, cancel := opContext(ctx)
 	defer cancel()
 	r, err := s.cli.Get(ctx, s.prefix+kind+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, s.wrap("list", err)
 	}
-	var out []*T
+	var out []listed[T]
 	for _, kv := range r.Kvs {
 		v := new(T)
 		if err := json.Unmarshal(kv.Value, v); err != nil {
 			return nil, 0, fmt.Errorf("etcd key %s: %w", kv.Key, err)
 		}
 		if keep == nil || keep(v) {
-			out = append(out, v)
+			out = append(out, listed[T]{v: v, key: string(kv.Key), mod: kv.ModRevision})
 		}
 	}
 	return out, r.Header.Revision, nil
@@ -227,12 +241,51 @@ func (s *Etcd) unchangedSince(kind string, rev int64) clientv3.Cmp {
 	return clientv3.Compare(clientv3.ModRevision(s.prefix+kind+"/").WithPrefix(), "<", rev+1)
 }
 
-func (s *Etcd) deleteOps(kind string, names []string) []clientv3.Op {
+func deleteOps[T any](ls []listed[T]) []clientv3.Op {
 	var ops []clientv3.Op
-	for _, n := range names {
-		ops = append(ops, clientv3.OpDelete(s.key(kind, n)))
+	for _, l := range ls {
+		ops = append(ops, clientv3.OpDelete(l.key))
 	}
 	return ops
+}
+
+// txnBudget bounds the compares, and the operations, of one transaction
+// the store sends: etcd refuses a transaction with more than --max-txn-ops
+// of either (128 by default), so work on more keys than this goes in
+// chunks (etcdDeleteChunked). Below 128 to leave room for the few compares
+// and operations a transaction adds to its chunk.
+const txnBudget = 100
+
+// etcdDeleteChunked deletes the keys of ls, in transactions of at most
+// txnBudget compares and operations: each key only if it did not change
+// since it was read, each transaction only if guard holds too. It returns
+// the values it deleted; a transaction whose compares failed (another
+// replica deleted or changed one of its keys, or guard no longer holds)
+// deletes nothing and the next one goes on. The transactions are not one:
+// callers order their work so that a stop between two leaves a safe state.
+func etcdDeleteChunked[T any](ctx context.Context, s *Etcd, ls []listed[T], guard ...clientv3.Cmp) ([]*T, error) {
+	var gone []*T
+	for chunk := range slices.Chunk(ls, txnBudget-len(guard)) {
+		cmps := slices.Clip(guard)
+		for _, l := range chunk {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(l.key), "=", l.mod))
+		}
+		ok, err := s.txn(ctx, cmps, deleteOps(chunk)...)
+		if err != nil {
+			return gone, err
+		}
+		if ok {
+			for _, l := range chunk {
+				gone = append(gone, l.v)
+			}
+		}
+	}
+	return gone, nil
+}
+
+// absent holds while no cluster of the name exists.
+func (s *Etcd) absent(name string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(s.key(KindCluster, name)), "=", 0)
 }
 
 // maxRetries bounds optimistic-concurrency retries of one call.
@@ -245,16 +298,28 @@ func (s *Etcd) CreateCluster(ctx context.Context, c *Cluster) error {
 		return err
 	}
 	for range maxRetries {
-		ids, rev, err := s.assignmentIDs(ctx, c.Name)
+		stale, rev, err := s.assignmentsOf(ctx, c.Name)
 		if err != nil {
 			return err
 		}
-		ok, err := s.txn(ctx, []clientv3.Cmp{
-			clientv3.Compare(clientv3.CreateRevision(s.key(KindCluster, c.Name)), "=", 0),
-			s.unchangedSince(KindAssignment, rev),
-		}, append(s.deleteOps(KindAssignment, ids), clientv3.OpPut(s.key(KindCluster, c.Name), string(v)))...)
-		if err != nil || ok {
-			return err
+		if len(stale) < txnBudget {
+			// The stale assignments go in the transaction that creates
+			// the cluster: it never exists with one.
+			ok, err := s.txn(ctx, []clientv3.Cmp{s.absent(c.Name), s.unchangedSince(KindAssignment, rev)},
+				append(deleteOps(stale), clientv3.OpPut(s.key(KindCluster, c.Name), string(v)))...)
+			if err != nil || ok {
+				return err
+			}
+		} else {
+			// Too many for one transaction (a relay stopped while it
+			// deleted a large cluster leaves them): delete them in chunks,
+			// each only while no cluster of the name exists, and create
+			// the cluster in the next round, with whatever is left, as
+			// above. A stop in between leaves fewer leftovers and no
+			// cluster.
+			if _, err := etcdDeleteChunked(ctx, s, stale, s.absent(c.Name)); err != nil {
+				return err
+			}
 		}
 		var cur Cluster
 		if _, err := s.getJSON(ctx, KindCluster, c.Name, "cluster", &cur); err == nil {
@@ -303,25 +368,73 @@ func (s *Etcd) UpdateCluster(ctx context.Context, name string, update func(*Clus
 	return nil, fmt.Errorf("update cluster %q: too many concurrent changes; retry", name)
 }
 
+// DeleteCluster deletes the cluster and its role assignments in one
+// transaction when they fit in one (fewer than txnBudget assignments).
+// Otherwise the cluster goes first, alone, and then its assignments in
+// chunks: from the moment the cluster is gone they grant nothing (access is
+// decided for registered clusters only) and no new one can be made for it
+// (CreateAssignment requires the cluster), and a cluster created again
+// under the name deletes every one left before it exists (CreateCluster).
+// So a relay that stops between the chunks leaves harmless leftovers, which
+// a retried DeleteCluster (answering ErrNotFound) also removes.
 func (s *Etcd) DeleteCluster(ctx context.Context, name string) error {
 	for range maxRetries {
 		crev, err := s.getJSON(ctx, KindCluster, name, "cluster", new(Cluster))
+		if errors.Is(err, ErrNotFound) {
+			if err := s.deleteLeftovers(ctx, name); err != nil {
+				s.log.Warn("deleting the role assignments left by a deleted cluster failed", "cluster", name, "err", err)
+			}
+		}
 		if err != nil {
 			return err
 		}
-		ids, rev, err := s.assignmentIDs(ctx, name)
+		as, rev, err := s.assignmentsOf(ctx, name)
 		if err != nil {
 			return err
 		}
-		ok, err := s.txn(ctx, []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(s.key(KindCluster, name)), "=", crev),
-			s.unchangedSince(KindAssignment, rev),
-		}, append(s.deleteOps(KindAssignment, ids), clientv3.OpDelete(s.key(KindCluster, name)))...)
-		if err != nil || ok {
+		unchanged := clientv3.Compare(clientv3.ModRevision(s.key(KindCluster, name)), "=", crev)
+		if len(as) < txnBudget {
+			ok, err := s.txn(ctx, []clientv3.Cmp{unchanged, s.unchangedSince(KindAssignment, rev)},
+				append(deleteOps(as), clientv3.OpDelete(s.key(KindCluster, name)))...)
+			if err != nil || ok {
+				return err
+			}
+			continue
+		}
+		ok, err := s.txn(ctx, []clientv3.Cmp{unchanged}, clientv3.OpDelete(s.key(KindCluster, name)))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := s.deleteLeftovers(ctx, name); err != nil {
+			return fmt.Errorf("cluster %q deleted, but some of its role assignments are left (they grant nothing, and go before a cluster of that name is created again; delete it again to remove them): %w", name, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("delete cluster %q: too many concurrent changes; retry", name)
+}
+
+// deleteLeftovers deletes the role assignments of cluster name while no
+// cluster of that name exists. Once one does, what is listed under the
+// name is its own (its CreateCluster deleted the leftovers) and stays.
+func (s *Etcd) deleteLeftovers(ctx context.Context, name string) error {
+	for range maxRetries {
+		as, _, err := s.assignmentsOf(ctx, name)
+		if err != nil || len(as) == 0 {
+			return err
+		}
+		if _, err := etcdDeleteChunked(ctx, s, as, s.absent(name)); err != nil {
+			return err
+		}
+		if _, err := s.getJSON(ctx, KindCluster, name, "cluster", new(Cluster)); err == nil {
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
 			return err
 		}
 	}
-	return fmt.Errorf("delete cluster %q: too many concurrent changes; retry", name)
+	return errors.New("too many concurrent changes")
 }
 
 func (s *Etcd) InitCA(ctx context.Context, ca *CA) (*CA, error) {
@@ -415,34 +528,21 @@ func (s *Etcd) ListAssignments(ctx context.Context, cluster string) ([]*RoleAssi
 	return out, err
 }
 
-// deleteExpired deletes the values of kind that expired, each only if it
-// did not change since it was read.
-func etcdDeleteExpired[T any](ctx context.Context, s *Etcd, kind string, expired func(*T) bool, name func(*T) string) ([]*T, error) {
-	all, rev, err := etcdList(ctx, s, kind, expired)
+// etcdDeleteExpired deletes the values of kind that expired, each only if
+// it did not change since it was read, in chunks, and returns those it
+// deleted (with an error, those deleted before it). A chunk in which
+// another replica swept (or changed) a key meanwhile is left to the next
+// sweep; each deleted value is returned by one replica only.
+func etcdDeleteExpired[T any](ctx context.Context, s *Etcd, kind string, expired func(*T) bool) ([]*T, error) {
+	all, _, err := etcdListKeys(ctx, s, kind, expired)
 	if err != nil || len(all) == 0 {
 		return nil, err
 	}
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
-	for _, v := range all {
-		k := s.key(kind, name(v))
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "<", rev+1), clientv3.Compare(clientv3.CreateRevision(k), ">", 0))
-		ops = append(ops, clientv3.OpDelete(k))
-	}
-	ok, err := s.txn(ctx, cmps, ops...)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		// Another replica swept (or one changed) meanwhile: the next sweep
-		// takes what is left.
-		return nil, nil
-	}
-	return all, nil
+	return etcdDeleteChunked(ctx, s, all)
 }
 
 func (s *Etcd) DeleteExpiredAssignments(ctx context.Context, now time.Time) ([]*RoleAssignment, error) {
-	return etcdDeleteExpired(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Expired(now) }, func(a *RoleAssignment) string { return a.ID })
+	return etcdDeleteExpired(ctx, s, KindAssignment, func(a *RoleAssignment) bool { return a.Expired(now) })
 }
 
 func (s *Etcd) CreateToken(ctx context.Context, t *APIToken) error {
@@ -475,7 +575,7 @@ func (s *Etcd) DeleteToken(ctx context.Context, id string) error {
 }
 
 func (s *Etcd) DeleteExpiredTokens(ctx context.Context, now time.Time) (int, error) {
-	gone, err := etcdDeleteExpired(ctx, s, KindToken, func(t *APIToken) bool { return t.Expired(now) }, func(t *APIToken) string { return t.ID })
+	gone, err := etcdDeleteExpired(ctx, s, KindToken, func(t *APIToken) bool { return t.Expired(now) })
 	return len(gone), err
 }
 

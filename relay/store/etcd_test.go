@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,4 +155,69 @@ func TestEtcdMembersDown(t *testing.T) {
 		t.Fatalf("the refused create left %v", err)
 	}
 	restart(1)
+}
+
+// A relay stopped between the chunks of a large cluster's delete leaves
+// assignments that name no cluster; deleting the cluster again (not found)
+// removes them, and no one else's.
+func TestEtcdDeleteAgainRemovesLeftovers(t *testing.T) {
+	e := sharedEtcd(t)
+	s := openEtcdAt(t, e, fmt.Sprintf("/leftovers-%d/", etcdEnv.n.Add(1)))
+	ctx := context.Background()
+	if err := s.CreateCluster(ctx, &Cluster{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAssignment(ctx, &RoleAssignment{ID: "keep", Role: "Viewer", Cluster: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2*txnBudget + 10 {
+		v := fmt.Sprintf(`{"id":"old-%03d","role":"Viewer","cluster":"gone"}`, i)
+		if _, err := s.cli.Put(ctx, s.key(KindAssignment, fmt.Sprintf("old-%03d", i)), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteCluster(ctx, "gone"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete of a deleted cluster = %v, want ErrNotFound", err)
+	}
+	if as, err := s.ListAssignments(ctx, ""); err != nil || len(as) != 1 || as[0].ID != "keep" {
+		t.Fatalf("assignments after the retried delete: %d, %v; want keep only", len(as), err)
+	}
+}
+
+// Replicas sweeping at once delete every expired assignment, and each
+// reports only those it deleted.
+func TestEtcdConcurrentSweeps(t *testing.T) {
+	e := sharedEtcd(t)
+	s := openEtcdAt(t, e, fmt.Sprintf("/sweeps-%d/", etcdEnv.n.Add(1)))
+	other := openEtcdAt(t, e, s.prefix)
+	ctx := context.Background()
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	want := manyIDs()
+	inParallel(t, many, func(i int) error {
+		return s.CreateAssignment(ctx, &RoleAssignment{ID: want[i], Role: "Reader", ExpiresAt: now})
+	})
+	var wg sync.WaitGroup
+	var gone [2][]*RoleAssignment
+	var errs [2]error
+	for i, h := range []*Etcd{s, other} {
+		wg.Go(func() { gone[i], errs[i] = h.DeleteExpiredAssignments(ctx, now) })
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	if got := ids(append(gone[0], gone[1]...)); !slices.Equal(got, want) {
+		t.Logf("one sweep took %d, the other %d", len(gone[0]), len(gone[1]))
+		// What a sweep left (a chunk that lost to the other) goes next time.
+		rest, err := s.DeleteExpiredAssignments(ctx, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(append(append(gone[0], gone[1]...), rest...)); !slices.Equal(got, want) {
+			t.Fatalf("the sweeps returned %d assignments (duplicates or misses), want each of %d once", len(got), many)
+		}
+	}
+	if as, _ := s.ListAssignments(ctx, ""); len(as) != 0 {
+		t.Fatalf("%d expired assignments left", len(as))
+	}
 }

@@ -156,17 +156,22 @@ type CA struct {
 // Store is the relay's persistent state. Every method is safe for concurrent use.
 type Store interface {
 	// CreateCluster stores a new cluster (ErrExists when the name is taken).
-	// Role assignments left over under its name (by versions that deleted
-	// them after the cluster) are deleted in the same transaction.
+	// Role assignments left over under its name (a delete cut short, or
+	// versions that deleted them after the cluster) are all deleted before
+	// the cluster becomes visible: in the same transaction, or (on etcd,
+	// more than a transaction holds) in earlier ones, each only while no
+	// cluster of the name exists.
 	CreateCluster(ctx context.Context, c *Cluster) error
 	GetCluster(ctx context.Context, name string) (*Cluster, error)
 	ListClusters(ctx context.Context) ([]*Cluster, error)
 	// UpdateCluster reads the cluster, lets update change it, and writes it
 	// back atomically; an error from update aborts without writing.
 	UpdateCluster(ctx context.Context, name string, update func(*Cluster) error) (*Cluster, error)
-	// DeleteCluster deletes the cluster and its role assignments in one
-	// transaction, so that a cluster registered later under the same name
-	// inherits none.
+	// DeleteCluster deletes the cluster and its role assignments, so that a
+	// cluster registered later under the same name inherits none: in one
+	// transaction, or (on etcd, more than a transaction holds) the cluster
+	// first and its assignments after it, which CreateCluster finishes if
+	// the delete is cut short.
 	DeleteCluster(ctx context.Context, name string) error
 	// InitCA stores ca unless a CA is stored already, and returns the stored one.
 	InitCA(ctx context.Context, ca *CA) (*CA, error)
