@@ -45,8 +45,10 @@ demo-down:
 # bench/ is its own module (its peers, e.g. rancher/remotedialer, stay out of
 # the main go.mod). `make bench` prints the side-by-side table and writes
 # bench/results/latest.{json,md}; see docs/performance.md.
-bench:
-	cd bench && $(GO) test -count=1 -timeout 80m -run '^TestReport$$' -report
+# PROFILE=1 also writes CPU and allocation profiles per contender and measure
+# (and the idle hosts' heap profiles) into bench/results/profiles.
+bench: tools
+	cd bench && $(GO) test -count=1 -timeout 80m -run '^TestReport$$' -report $(if $(PROFILE),-profile results/profiles)
 
 # Proves the benchmark harness runs; never gates on speed.
 bench-smoke:

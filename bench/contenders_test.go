@@ -48,9 +48,10 @@ func init() { logrus.SetLevel(logrus.ErrorLevel) }
 // pki is one self-signed ECDSA P-256 certificate for 127.0.0.1, used by every
 // TLS server here, and the pool that trusts it.
 type pki struct {
-	cert   tls.Certificate
-	pool   *x509.CertPool
-	caFile string // the certificate as PEM, for connect.Config.RelayCAFile
+	cert    tls.Certificate
+	pool    *x509.CertPool
+	caFile  string // the certificate as PEM, for connect.Config.RelayCAFile
+	keyFile string // its key as PEM, for the relay hosts of the idle measures
 }
 
 func newPKI() (*pki, error) {
@@ -72,15 +73,45 @@ func newPKI() (*pki, error) {
 	leaf, _ := x509.ParseCertificate(der)
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
-	f, err := os.CreateTemp("", "bench-ca-*.pem")
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	if err := pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
+	caFile, err := writePEM("bench-ca-*.pem", "CERTIFICATE", der)
+	if err != nil {
 		return nil, err
 	}
-	return &pki{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool, caFile: f.Name()}, nil
+	keyFile, err := writePEM("bench-key-*.pem", "PRIVATE KEY", keyDER)
+	if err != nil {
+		os.Remove(caFile)
+		return nil, err
+	}
+	return &pki{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool, caFile: caFile, keyFile: keyFile}, nil
+}
+
+func writePEM(pattern, typ string, der []byte) (string, error) {
+	f, err := os.CreateTemp("", pattern)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return f.Name(), pem.Encode(f, &pem.Block{Type: typ, Bytes: der})
+}
+
+// loadPKI reads what newPKI wrote, in a host process.
+func loadPKI(caFile, keyFile string) (*pki, error) {
+	cert, err := tls.LoadX509KeyPair(caFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return &pki{cert: cert, pool: pool, caFile: caFile, keyFile: keyFile}, nil
+}
+
+func (p *pki) remove() {
+	os.Remove(p.caFile)
+	os.Remove(p.keyFile)
 }
 
 func (p *pki) serverTLS() *tls.Config {
@@ -95,11 +126,25 @@ func (p *pki) clientTLS() *tls.Config {
 
 // startTLSServer serves h on 127.0.0.1 with TLS 1.3; h2 offers HTTP/2 too.
 func (p *pki) startTLSServer(h http.Handler, h2 bool) *httptest.Server {
+	srv, _ := p.startTLSServerOn("", h, h2)
+	return srv
+}
+
+// startTLSServerOn is startTLSServer on addr (empty: any free port).
+func (p *pki) startTLSServerOn(addr string, h http.Handler, h2 bool) (*httptest.Server, error) {
 	srv := httptest.NewUnstartedServer(h)
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
 	srv.EnableHTTP2 = h2
 	srv.TLS = p.serverTLS()
 	srv.StartTLS()
-	return srv
+	return srv, nil
 }
 
 // streamPath is a contender at the stream level: open gives a connection that
@@ -307,6 +352,12 @@ func waitFor(cond func() bool) error {
 // remotedialerServer is the peer's relay side on a TLS endpoint; agents
 // connect at /connect and name themselves in X-Agent.
 func remotedialerServer(p *pki, extra http.Handler) (*remotedialer.Server, *httptest.Server) {
+	rd, srv, _ := remotedialerServerOn("", p, extra)
+	return rd, srv
+}
+
+// remotedialerServerOn is remotedialerServer on addr (empty: any free port).
+func remotedialerServerOn(addr string, p *pki, extra http.Handler) (*remotedialer.Server, *httptest.Server, error) {
 	rd := remotedialer.New(func(r *http.Request) (string, bool, error) {
 		return r.Header.Get("X-Agent"), true, nil
 	}, remotedialer.DefaultErrorWriter)
@@ -315,18 +366,22 @@ func remotedialerServer(p *pki, extra http.Handler) (*remotedialer.Server, *http
 	if extra != nil {
 		mux.Handle("/", extra)
 	}
-	return rd, p.startTLSServer(mux, true)
+	srv, err := p.startTLSServerOn(addr, mux, true)
+	return rd, srv, err
 }
 
 // runRemotedialerAgent connects one remotedialer client named name.
 func runRemotedialerAgent(ctx context.Context, url, name string, p *pki, local net.Addr) func() {
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		nd := &net.Dialer{LocalAddr: local}
-		d := &gorilla.Dialer{NetDialContext: nd.DialContext, TLSClientConfig: p.clientTLS(), HandshakeTimeout: 10 * time.Second}
+		d := remotedialerDialer(&net.Dialer{LocalAddr: local}, p)
 		remotedialer.ConnectToProxy(ctx, url, http.Header{"X-Agent": {name}}, func(string, string) bool { return true }, d, nil)
 	})
 	return wg.Wait
+}
+
+func remotedialerDialer(nd *net.Dialer, p *pki) *gorilla.Dialer {
+	return &gorilla.Dialer{NetDialContext: nd.DialContext, TLSClientConfig: p.clientTLS(), HandshakeTimeout: 10 * time.Second}
 }
 
 func remotedialerAlone(u *upstreams, p *pki) (*streamPath, error) {

@@ -24,6 +24,9 @@ const (
 	DefaultCloseTimeout      = 10 * time.Second
 )
 
+// acceptBacklog bounds a session's streams opened and not yet acknowledged.
+const acceptBacklog = 256
+
 // Config tunes a tunnel session. A nil *Config, or any zero field, means the
 // default named beside the field. Both ends may use different values.
 type Config struct {
@@ -113,8 +116,15 @@ func (c *Config) Validate() error {
 
 func (c *Config) yamux() *yamux.Config {
 	y := yamux.DefaultConfig()
-	y.AcceptBacklog = c.MaxStreams
-	y.EnableKeepAlive = true
+	// The backlog sizes two channels of every session: the streams opened
+	// and not yet acknowledged (the opener waits beyond it) and the streams
+	// arrived and not yet accepted. Serve accepts at once, and a peer with
+	// the same backlog never has more unacknowledged, so yamux's 256 is
+	// enough; MaxStreams (1024) cost 8 KiB per session on each side.
+	y.AcceptBacklog = min(c.MaxStreams, acceptBacklog)
+	// Session.keepalive pings on a runtime timer instead of yamux's
+	// goroutine per session.
+	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
 	y.ConnectionWriteTimeout = c.KeepAliveTimeout
 	y.MaxStreamWindowSize = c.StreamWindow

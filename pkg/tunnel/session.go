@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,7 @@ type Session struct {
 
 	hookMu     sync.Mutex
 	finished   bool
+	pinger     *time.Timer // the next keepalive ping (see keepalive)
 	hooks      []func()
 	drained    bool // drain hooks have run
 	drainHooks []func()
@@ -75,7 +77,43 @@ func newSession(ws net.Conn, cancel context.CancelFunc, cfg Config, client bool)
 		return nil, fmt.Errorf("tunnel: start session: %w", err)
 	}
 	s.mux = mux
+	s.hookMu.Lock()
+	if !s.finished {
+		s.pinger = time.AfterFunc(s.pingDelay(), s.keepalive)
+	}
+	s.hookMu.Unlock()
 	return s, nil
+}
+
+// keepalive pings the peer and schedules the next ping, or closes the
+// session when the ping fails (no answer within KeepAliveTimeout). It runs on
+// a runtime timer, not a goroutine of its own: an idle tunnel parks no
+// goroutine for its keepalive, and the runtime's timer heap is the one
+// schedule every session's pings share. A ping holds a goroutine only for its
+// round trip.
+func (s *Session) keepalive() {
+	if s.mux.IsClosed() {
+		return
+	}
+	if _, err := s.mux.Ping(); err != nil {
+		if !s.mux.IsClosed() {
+			s.log.Warn("tunnel keepalive failed; closing the session", "err", err)
+			s.Close()
+		}
+		return
+	}
+	s.hookMu.Lock()
+	if !s.finished {
+		s.pinger.Reset(s.pingDelay())
+	}
+	s.hookMu.Unlock()
+}
+
+// pingDelay is KeepAliveInterval less up to a tenth, at random, so that the
+// pings of tunnels that connected together drift apart.
+func (s *Session) pingDelay() time.Duration {
+	d := s.cfg.KeepAliveInterval
+	return d - rand.N(d/10+1)
 }
 
 func (s *Session) finish() {
@@ -87,6 +125,9 @@ func (s *Session) finish() {
 		s.hookMu.Lock()
 		hooks := s.hooks
 		s.hooks, s.finished = nil, true
+		if s.pinger != nil {
+			s.pinger.Stop()
+		}
 		s.hookMu.Unlock()
 		for _, f := range hooks {
 			f()

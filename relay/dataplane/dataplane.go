@@ -173,9 +173,12 @@ func (p *Plane) pool(name string, create bool) *tunnel.Pool {
 }
 
 // Accept upgrades an authenticated agent's request to a tunnel of cluster
-// and serves it until it closes, the relay shuts down, or expires (the
-// credential's end; zero means never) passes. log carries the connection's
-// attributes.
+// and returns once the tunnel is in the cluster's pool: the tunnel lives on
+// until it closes, the relay shuts down, or expires (the credential's end;
+// zero means never) passes. No goroutine waits for its end — what must
+// happen then runs from the session's close hooks — so an idle tunnel costs
+// no handler goroutine, nor the HTTP server's state for the request. log
+// carries the connection's attributes.
 //
 // valid re-checks the agent's credential once the tunnel is in the pool:
 // a re-registration (which revokes older certificates and closes their
@@ -201,7 +204,6 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 		return
 	}
 	p.agents.Add(1)
-	defer p.agents.Done()
 	pl := p.pool(cluster, true)
 	// The count of draining tunnels must not outlive this tunnel, even when
 	// its drain starts as it closes.
@@ -217,15 +219,29 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 		// Not on the tunnel's read loop: closing connections writes to it.
 		go p.tr.CloseIdleConnections()
 	})
-	defer func() {
+	// The tunnel lives no longer than the credential it was opened with.
+	var expiry *time.Timer
+	if !expires.IsZero() {
+		expiry = time.AfterFunc(expires.Sub(p.cfg.Now()), func() {
+			log.Warn("closing tunnel: its certificate expired", "expired", expires)
+			sess.Close()
+		})
+	}
+	pl.Add(sess) // its close hook, registered first, takes it out of the pool
+	sess.OnClose(func() {
+		if expiry != nil {
+			expiry.Stop()
+		}
 		hookMu.Lock()
 		ended = true
 		if counted {
 			p.drainingTunnels.Add(-1)
 		}
 		hookMu.Unlock()
-	}()
-	pl.Add(sess)
+		p.tunnels(cluster, pl)
+		log.Info("agent tunnel closed", "tunnels", pl.Len())
+		p.agents.Done()
+	})
 	p.tunnels(cluster, pl)
 	if valid == nil {
 		valid = func(ctx context.Context) error {
@@ -241,19 +257,9 @@ func (p *Plane) Accept(w http.ResponseWriter, r *http.Request, cluster string, e
 	if err != nil {
 		log.Warn("closing tunnel: its credential was revoked while it connected", "err", err)
 		sess.Close()
+		return
 	}
 	log.Info("agent tunnel connected", "tunnels", pl.Len(), "credential_expires", expires)
-	// The tunnel lives no longer than the credential it was opened with.
-	if !expires.IsZero() {
-		t := time.AfterFunc(expires.Sub(p.cfg.Now()), func() {
-			log.Warn("closing tunnel: its certificate expired", "expired", expires)
-			sess.Close()
-		})
-		defer t.Stop()
-	}
-	<-sess.Done()
-	p.tunnels(cluster, pl)
-	log.Info("agent tunnel closed", "tunnels", pl.Len())
 }
 
 // tunnels tells the fleet how many tunnels of cluster this replica holds.
