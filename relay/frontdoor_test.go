@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -252,5 +253,32 @@ func TestTrickledBodyTimesOut(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestTimeout {
 			t.Errorf("%s with a trickled body: %d, want 408", path, resp.StatusCode)
 		}
+	}
+}
+
+// Only a replica's peer certificate makes the relay read the forwarded
+// principal header: from any other caller it is ignored (its own identity
+// decides) and never reaches the cluster.
+func TestForgedForwardedPrincipalIgnored(t *testing.T) {
+	e := newEnv(t)
+	var seen atomic.Value
+	seen.Store("")
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Get(api.HeaderForwardedPrincipal))
+		fmt.Fprint(w, "ok")
+	})).URL
+	e.agent("c1", e.identity("c1"), up, 1)
+	e.waitConnected("c1", 1)
+	admin, _ := json.Marshal(api.Principal{Kind: api.PrincipalKindAdmin, ID: "admin"})
+	forged := map[string]string{api.HeaderForwardedPrincipal: base64.RawURLEncoding.EncodeToString(admin)}
+	alice := e.client(e.principalCert(api.Principal{Kind: api.PrincipalKindUser, ID: "oid-alice"}, time.Hour))
+	if code, reason, msg, _ := do(t, alice, "GET", e.ts.URL+"/clusters/c1/version", forged); code != 403 || reason != api.ReasonForbidden {
+		t.Errorf("a user without access claiming the admin in %s: %d %s %q, want 403", api.HeaderForwardedPrincipal, code, reason, msg)
+	}
+	if code, _, msg, _ := do(t, e.ts.Client(), "GET", e.ts.URL+"/clusters/c1/version", forged); code != 200 || msg != "ok" {
+		t.Fatalf("the admin with the header: %d %q, want 200", code, msg)
+	}
+	if h := seen.Load().(string); h != "" {
+		t.Errorf("the cluster received %s: %q", api.HeaderForwardedPrincipal, h)
 	}
 }

@@ -170,6 +170,7 @@ values from the user are quoted.
   "cert-lifetime" $c.certLifetime
   "client-cert-lifetime" $c.clientCertLifetime
   "cluster-host-suffix" $c.clusterHostSuffix
+  "heartbeat-write-interval" $c.heartbeatWriteInterval
   "issuer-url" .Values.entra.issuerURL
   "limit-idle-after" .Values.limits.idleAfter
   "location" $c.location
