@@ -131,3 +131,10 @@ type AuditList struct {
 // only from a caller with a peer certificate; the relay removes it from
 // every request it passes to a cluster.
 const HeaderForwardedPrincipal = "X-Clusterconnect-Principal"
+
+// HeaderForwardedClient carries, with HeaderForwardedPrincipal, the
+// address the first replica saw the caller at (an IP address), so that the
+// owner passes the real client on to the cluster (X-Forwarded-For, which
+// the apiserver's audit log records) rather than the replica's. Honoured and
+// removed like HeaderForwardedPrincipal.
+const HeaderForwardedClient = "X-Clusterconnect-Client"

@@ -70,6 +70,9 @@ type Fleet interface {
 type Caller struct {
 	Principal api.Principal
 	Forwarded bool
+	// Client is the caller's address as the replica that admitted a
+	// forwarded request saw it; empty: the request's own RemoteAddr.
+	Client string
 }
 
 // BusyRetryAfter is the Retry-After (seconds) of a 503 ClusterBusy.
@@ -306,7 +309,7 @@ func (p *Plane) CloseTunnels(name, why string) {
 
 // target is what ServeCluster tells the proxy's Rewrite: which cluster, and
 // which path prefix to remove.
-type target struct{ cluster, prefix string }
+type target struct{ cluster, prefix, client string }
 
 type targetKey struct{}
 
@@ -365,7 +368,7 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 			return
 		}
 	}
-	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, target{cluster: name, prefix: prefix}))
+	r = r.WithContext(context.WithValue(r.Context(), targetKey{}, target{cluster: name, prefix: prefix, client: c.Client}))
 	p.proxy.ServeHTTP(w, r)
 	if p.drainingTunnels.Load() > 0 {
 		// The connection this request used may belong to a draining
@@ -405,9 +408,15 @@ func (p *Plane) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.RawPath = rest
 	pr.Out.Host = name
 	// The apiserver's audit log records the real client: the address the
-	// relay saw, never a value the client sent (Rewrite has removed those).
+	// relay saw (or, for a request another replica forwarded, the address
+	// that replica saw), never a value the client sent (Rewrite has removed
+	// those).
 	pr.SetXForwarded()
+	if t.client != "" {
+		pr.Out.Header.Set("X-Forwarded-For", t.client)
+	}
 	pr.Out.Header.Del(api.HeaderForwardedPrincipal)
+	pr.Out.Header.Del(api.HeaderForwardedClient)
 	pr.Out.Header.Del("X-Forwarded-Host")
 	pr.Out.Header.Del("X-Forwarded-Proto")
 }

@@ -433,6 +433,7 @@ type forward struct {
 	cluster   string
 	// byHost: the request named the cluster by host, not by path.
 	byHost bool
+	client string // the caller's IP address, as this replica saw it
 }
 
 // Forward proxies r (already admitted for principal p) to a replica that
@@ -446,7 +447,8 @@ func (f *Fleet) Forward(w http.ResponseWriter, r *http.Request, cluster, prefix 
 		return false
 	}
 	b, _ := json.Marshal(p)
-	fw := &forward{owners: owners, principal: base64.RawURLEncoding.EncodeToString(b), cluster: cluster, byHost: prefix == ""}
+	fw := &forward{owners: owners, principal: base64.RawURLEncoding.EncodeToString(b), cluster: cluster, byHost: prefix == "",
+		client: ClientIP(r)}
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	return true
 }
@@ -485,6 +487,11 @@ func (n *nextOwner) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		out.Header.Set(api.HeaderForwardedPrincipal, fw.principal)
+		if fw.client != "" {
+			out.Header.Set(api.HeaderForwardedClient, fw.client)
+		} else {
+			out.Header.Del(api.HeaderForwardedClient)
+		}
 		resp, err := n.tr.RoundTrip(out)
 		if err == nil {
 			return resp, nil
@@ -510,6 +517,28 @@ func (f *Fleet) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	f.log.Warn("fleet: forwarding failed", "cluster", cluster, "err", err)
 	apistatus.Error(w, http.StatusServiceUnavailable, fmt.Sprintf("cluster %s is not connected to a reachable relay replica: its tunnels' replicas did not answer (%v); retry: agents reconnect within seconds", cluster, err))
+}
+
+// ClientIP is the IP address a request came from (r.RemoteAddr without its
+// port); empty when it is not one.
+func ClientIP(r *http.Request) string {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		h = r.RemoteAddr
+	}
+	if net.ParseIP(h) == nil {
+		return ""
+	}
+	return h
+}
+
+// ForwardedClientOf reads a forwarded client header: an IP address, or
+// empty (none, or not an address).
+func ForwardedClientOf(h string) string {
+	if net.ParseIP(h) == nil {
+		return ""
+	}
+	return h
 }
 
 // PrincipalOf decodes a forwarded principal header.

@@ -192,7 +192,8 @@ func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string
 			return
 		}
 		d.log.Debug("serving a request forwarded by a peer", "peer", res.Principal.ID, "principal", p.Kind+":"+p.ID, "cluster", name)
-		d.cfg.Plane.ServeCluster(w, r, name, prefix, dataplane.Caller{Principal: p, Forwarded: true})
+		d.cfg.Plane.ServeCluster(w, r, name, prefix, dataplane.Caller{Principal: p, Forwarded: true,
+			Client: fleet.ForwardedClientOf(r.Header.Get(api.HeaderForwardedClient))})
 		return
 	}
 	rec.Principal = res.Principal
