@@ -453,7 +453,7 @@ func printShow(w io.Writer, v *api.ConnectedCluster, now time.Time) {
 		{"Cores", fmt.Sprint(p.TotalCoreCount)},
 		{"Distribution", orDash(p.Distribution)},
 		{"Infrastructure", orDash(p.Infrastructure)},
-		{"Tunnels", fmt.Sprint(p.Tunnels)},
+		{"Tunnels", tunnelsText(p)},
 		{"Last seen", ts(p.LastConnectivityTime)},
 		{"Certificate expires", ts(p.ManagedIdentityCertificateExpirationTime)},
 		{"Created", ts(v.SystemData.CreatedAt)},
@@ -687,3 +687,17 @@ func merge(dst, src *clientcmdapi.Config) {
 // oneLine folds a multi-line message (a pod's last log lines) onto one
 // line for a table cell.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// tunnelsText is the tunnels on the replica that answered and, in a fleet,
+// every replica's: "1 (fleet: relay-a 1, relay-b 1)".
+func tunnelsText(p api.ClusterProperties) string {
+	s := fmt.Sprint(p.Tunnels)
+	if len(p.Replicas) == 0 {
+		return s
+	}
+	parts := make([]string, 0, len(p.Replicas))
+	for _, r := range p.Replicas {
+		parts = append(parts, fmt.Sprintf("%s %d", r.Replica, r.Tunnels))
+	}
+	return s + " on this replica (fleet: " + strings.Join(parts, ", ") + ")"
+}

@@ -55,10 +55,20 @@ type ClusterProperties struct {
 	// certificate issued to the cluster expires.
 	ManagedIdentityCertificateExpirationTime time.Time `json:"managedIdentityCertificateExpirationTime,omitzero"`
 	// Tunnels is the number of agent tunnels up on this relay now.
-	Tunnels int    `json:"tunnels"`
-	UID     string `json:"uid"`
+	Tunnels int `json:"tunnels"`
+	// Replicas, for a relay fleet, is every replica's tunnels of the
+	// cluster now (this one's counted live, the others' from their
+	// ownership records), those with none left out.
+	Replicas []ReplicaTunnels `json:"replicas,omitempty"`
+	UID      string           `json:"uid"`
 	// Events are the latest status transitions, oldest first (show only).
 	Events []Event `json:"events,omitempty"`
+}
+
+// ReplicaTunnels is one relay replica's tunnels of a cluster.
+type ReplicaTunnels struct {
+	Replica string `json:"replica"`
+	Tunnels int    `json:"tunnels"`
 }
 
 // Event is a connectivity status transition.

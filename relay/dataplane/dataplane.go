@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,8 @@ type Config struct {
 // Fleet is what the plane needs of relay/fleet.
 type Fleet interface {
 	Tunnels(cluster string, n int)
+	// Peers is the other replicas' tunnels of cluster, by replica.
+	Peers(cluster string) map[string]int
 	// Release withdraws this replica's tunnel ownership at once (it is
 	// draining: the others must stop forwarding to it).
 	Release()
@@ -151,6 +154,26 @@ func New(cfg Config) (*Plane, error) {
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	return p, nil
+}
+
+// Replicas is, in a fleet, every replica's tunnels of cluster (this one's
+// live count, the others' from the fleet's records), by name, those with
+// none left out; nil for a relay that is no fleet.
+func (p *Plane) Replicas(name string) []api.ReplicaTunnels {
+	if p.cfg.Fleet == nil {
+		return nil
+	}
+	var out []api.ReplicaTunnels
+	if n := p.Connected(name); n > 0 {
+		out = append(out, api.ReplicaTunnels{Replica: p.cfg.Replica, Tunnels: n})
+	}
+	for r, n := range p.cfg.Fleet.Peers(name) {
+		if n > 0 && r != p.cfg.Replica {
+			out = append(out, api.ReplicaTunnels{Replica: r, Tunnels: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b api.ReplicaTunnels) int { return strings.Compare(a.Replica, b.Replica) })
+	return out
 }
 
 // Connected reports the number of live tunnels of a cluster.

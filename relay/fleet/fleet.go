@@ -403,6 +403,18 @@ func (f *Fleet) watch() {
 	}
 }
 
+// Peers returns the other replicas' tunnels of cluster, by replica ID, as
+// their ownership records say.
+func (f *Fleet) Peers(cluster string) map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int, len(f.owners[cluster]))
+	for _, o := range f.owners[cluster] {
+		out[o.replica] = o.tunnels
+	}
+	return out
+}
+
 // Owners returns the other replicas holding tunnels of cluster, most
 // tunnels first.
 func (f *Fleet) Owners(cluster string) []string {

@@ -49,6 +49,7 @@ func (h *Handler) view(c *store.Cluster, withEvents bool) api.ConnectedCluster {
 			LastConnectivityTime:                     c.LastHeartbeat,
 			ManagedIdentityCertificateExpirationTime: c.CertNotAfter,
 			Tunnels:                                  h.cfg.Plane.Connected(c.Name),
+			Replicas:                                 h.cfg.Plane.Replicas(c.Name),
 			UID:                                      c.UID,
 		},
 	}

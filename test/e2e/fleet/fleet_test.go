@@ -80,6 +80,39 @@ func TestTunnelsSpread(t *testing.T) {
 		}
 	}
 	t.Logf("tunnels per replica: %v", counts)
+	// Each replica's view of the cluster lists every replica's tunnels
+	// (connectctl show prints them), as the ownership records tell it.
+	var want []int
+	for _, n := range counts {
+		if n > 0 {
+			want = append(want, n)
+		}
+	}
+	slices.Sort(want)
+	for i, r := range shared.relays {
+		cl, err := r.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			var got []int
+			v, err := cl.GetCluster(ctx, clusterName)
+			if err == nil {
+				for _, rt := range v.Properties.Replicas {
+					got = append(got, rt.Tunnels)
+				}
+				slices.Sort(got)
+				if slices.Equal(got, want) {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("replica %d lists the fleet's tunnels as %v (%v), want %v", i, got, err, want)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // TestKubectlThroughEveryReplica: the same kubeconfig, only the server's
