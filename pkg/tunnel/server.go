@@ -1,9 +1,12 @@
 package tunnel
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -18,7 +21,7 @@ import (
 // or the connection fails, independent of r's context.
 func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*Session, error) {
 	c := cfg.withDefaults()
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{Subprotocol},
 		// Agents are not browsers; there is no Origin to check.
 		InsecureSkipVerify: true,
@@ -35,6 +38,31 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*Session, erro
 	life, stop := context.WithCancel(context.Background())
 	return newSession(websocket.NetConn(life, ws, websocket.MessageBinary), stop, c, true)
 }
+
+// smallBuffers is the ResponseWriter Accept hands the WebSocket library.
+// Its Hijack returns the connection with a 16-byte reader in place of the
+// 4 KiB one net/http keeps for it: the TLS connection below already holds
+// a whole decrypted record, so a large buffer above it only copies, and an
+// idle tunnel held it for its life. Payload reads of 16 bytes or more go
+// straight to the TLS connection. (A small writer over a frame batcher was
+// measured too, and cost throughput both ways: docs/performance.md.)
+type smallBuffers struct{ http.ResponseWriter }
+
+func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	var r io.Reader = c
+	if n := brw.Reader.Buffered(); n > 0 {
+		// What the client sent after its upgrade request.
+		b, _ := brw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
+	}
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, 16), brw.Writer), nil
+}
+
+func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // ErrNoTunnel is returned by Pool.Open when no session is connected.
 var ErrNoTunnel = errors.New("tunnel: no tunnel connected")
