@@ -2,11 +2,9 @@ package tunnel
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -44,8 +42,10 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*Session, erro
 // 4 KiB one net/http keeps for it: the TLS connection below already holds
 // a whole decrypted record, so a large buffer above it only copies, and an
 // idle tunnel held it for its life. Payload reads of 16 bytes or more go
-// straight to the TLS connection. (A small writer over a frame batcher was
-// measured too, and cost throughput both ways: docs/performance.md.)
+// straight to the TLS connection. A client that sent bytes behind its
+// upgrade request keeps net/http's reader, which holds them. (A small
+// writer over a frame batcher was measured too, and cost throughput both
+// ways: docs/performance.md.)
 type smallBuffers struct{ http.ResponseWriter }
 
 func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -53,13 +53,12 @@ func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var r io.Reader = c
-	if n := brw.Reader.Buffered(); n > 0 {
-		// What the client sent after its upgrade request.
-		b, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
+	if brw.Reader.Buffered() > 0 {
+		// The client sent more behind its upgrade request: the library
+		// takes those bytes from the reader that holds them.
+		return c, brw, nil
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, 16), brw.Writer), nil
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(c, 16), brw.Writer), nil
 }
 
 func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
