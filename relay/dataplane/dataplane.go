@@ -63,7 +63,7 @@ type Fleet interface {
 	Release()
 	// Forward proxies r, admitted for p, to a replica with a tunnel of
 	// cluster; false (nothing written) when there is none.
-	Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, p api.Principal) bool
+	Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, c Caller) bool
 }
 
 // Caller is who ServeCluster serves a request for: the principal the front
@@ -73,8 +73,9 @@ type Fleet interface {
 type Caller struct {
 	Principal api.Principal
 	Forwarded bool
-	// Client is the caller's address as the replica that admitted a
-	// forwarded request saw it; empty: the request's own RemoteAddr.
+	// Client is the caller's address as the front door saw it (for a
+	// forwarded request, the replica that admitted it); the cluster gets it
+	// as X-Forwarded-For. Empty: the request's own RemoteAddr.
 	Client string
 }
 
@@ -369,7 +370,7 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 		// (Not counted in inflight, which Shutdown is waiting on: the HTTP
 		// server's own shutdown waits for this handler.)
 		p.mu.Unlock()
-		if p.cfg.Fleet.Forward(w, r, name, prefix, c.Principal) {
+		if p.cfg.Fleet.Forward(w, r, name, prefix, c) {
 			return
 		}
 		p.mu.Lock()
@@ -387,7 +388,7 @@ func (p *Plane) ServeCluster(w http.ResponseWriter, r *http.Request, name, prefi
 	defer p.inflight.Done()
 	if p.cfg.Fleet != nil && (pl == nil || pl.Len() == 0) && !c.Forwarded {
 		// No tunnel here: an owner elsewhere in the fleet serves it.
-		if p.cfg.Fleet.Forward(w, r, name, prefix, c.Principal) {
+		if p.cfg.Fleet.Forward(w, r, name, prefix, c) {
 			return
 		}
 	}

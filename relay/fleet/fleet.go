@@ -35,6 +35,7 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
+	"github.com/clusterconnect/clusterconnect/relay/dataplane"
 )
 
 // LeaseTTL is how long a dead replica's ownership records outlive it.
@@ -448,19 +449,19 @@ type forward struct {
 	client string // the caller's IP address, as this replica saw it
 }
 
-// Forward proxies r (already admitted for principal p) to a replica that
+// Forward proxies r (already admitted for c) to a replica that
 // holds a tunnel of cluster, streaming both ways, upgrades included. prefix
 // is the /clusters/<name> part of the path, empty when the cluster was
 // named by host (the owner gets the path form either way). It reports
 // false, having written nothing, when no other replica has one.
-func (f *Fleet) Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, p api.Principal) bool {
+func (f *Fleet) Forward(w http.ResponseWriter, r *http.Request, cluster, prefix string, c dataplane.Caller) bool {
 	owners := f.Owners(cluster)
 	if len(owners) == 0 {
 		return false
 	}
-	b, _ := json.Marshal(p)
+	b, _ := json.Marshal(c.Principal)
 	fw := &forward{owners: owners, principal: base64.RawURLEncoding.EncodeToString(b), cluster: cluster, byHost: prefix == "",
-		client: ClientIP(r)}
+		client: ForwardedClientOf(c.Client)}
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	return true
 }
@@ -531,21 +532,8 @@ func (f *Fleet) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	apistatus.Error(w, http.StatusServiceUnavailable, fmt.Sprintf("cluster %s is not connected to a reachable relay replica: its tunnels' replicas did not answer (%v); retry: agents reconnect within seconds", cluster, err))
 }
 
-// ClientIP is the IP address a request came from (r.RemoteAddr without its
-// port); empty when it is not one.
-func ClientIP(r *http.Request) string {
-	h, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		h = r.RemoteAddr
-	}
-	if net.ParseIP(h) == nil {
-		return ""
-	}
-	return h
-}
-
-// ForwardedClientOf reads a forwarded client header: an IP address, or
-// empty (none, or not an address).
+// ForwardedClientOf is a caller's address as a forwarded request carries
+// it: an IP address, or empty (none, or not an address).
 func ForwardedClientOf(h string) string {
 	if net.ParseIP(h) == nil {
 		return ""

@@ -244,7 +244,7 @@ func (d *Door) Serve(w http.ResponseWriter, r *http.Request, name, prefix string
 // proxy forwards an admitted request and audits it.
 func (d *Door) proxy(w http.ResponseWriter, r *http.Request, name, prefix string, rec *api.AuditRecord, start time.Time) {
 	if d.cfg.Audit == nil {
-		d.cfg.Plane.ServeCluster(w, r, name, prefix, dataplane.Caller{Principal: rec.Principal})
+		d.cfg.Plane.ServeCluster(w, r, name, prefix, dataplane.Caller{Principal: rec.Principal, Client: rec.Client})
 		return
 	}
 	m, mw, mr := audit.Meter(w, r)
@@ -258,7 +258,7 @@ func (d *Door) proxy(w http.ResponseWriter, r *http.Request, name, prefix string
 	})
 	// For an upgrade, ReverseProxy returns once the byte pipe is over and
 	// both connections are closed.
-	d.cfg.Plane.ServeCluster(mw, mr, name, prefix, dataplane.Caller{Principal: rec.Principal})
+	d.cfg.Plane.ServeCluster(mw, mr, name, prefix, dataplane.Caller{Principal: rec.Principal, Client: rec.Client})
 	out := *rec
 	if m.Hijacked() {
 		out.Kind, out.Event = api.AuditSession, api.AuditEnd
