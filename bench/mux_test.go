@@ -85,14 +85,12 @@ func smuxAlone(u *upstreams, p *pki) (*streamPath, error) {
 			go serveMuxStream(st, u.tcp)
 		}
 	})
-	var relaySide *smux.Session
-	select {
-	case relaySide = <-sessc:
-	case <-time.After(10 * time.Second):
+	relaySide, err := await(sessc, "smux: the session")
+	if err != nil {
 		cancel()
 		agent.Close()
 		stopSrv()
-		return nil, errors.New("smux: the session did not come up")
+		return nil, err
 	}
 	return &streamPath{name: "smux v1.5.58 (v2 protocol)", note: "xtaci/smux in place of yamux, 4 MiB per stream, same WebSocket",
 		open: func(ctx context.Context) (net.Conn, error) {
@@ -103,6 +101,17 @@ func smuxAlone(u *upstreams, p *pki) (*streamPath, error) {
 			return handshakeMux(ctx, st)
 		},
 		close: func() { cancel(); relaySide.Close(); agent.Close(); wg.Wait(); stopSrv() }}, nil
+}
+
+// await is the relay side's end of a mux, once the endpoint has it.
+func await[T any](c <-chan T, what string) (T, error) {
+	select {
+	case v := <-c:
+		return v, nil
+	case <-time.After(10 * time.Second):
+		var zero T
+		return zero, errors.New(what + " did not come up")
+	}
 }
 
 // handshakeMux asks the agent for the target and waits for its answer.
@@ -199,14 +208,12 @@ func h2Alone(u *upstreams, p *pki) (*streamPath, error) {
 			<-done
 		})})
 	})
-	var cc *http2.ClientConn
-	select {
-	case cc = <-ccc:
-	case <-time.After(10 * time.Second):
+	cc, err := await(ccc, "http2: the connection")
+	if err != nil {
 		cancel()
 		conn.Close()
 		stopSrv()
-		return nil, errors.New("http2: the connection did not come up")
+		return nil, err
 	}
 	return &streamPath{name: "HTTP/2 as the mux", note: "x/net/http2 over the same WebSocket: one full-duplex request per stream (Konnectivity's shape)",
 		open: func(ctx context.Context) (net.Conn, error) {
