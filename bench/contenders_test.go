@@ -34,7 +34,6 @@ import (
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel/tunneltest"
 	"github.com/clusterconnect/clusterconnect/relay"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
-	"github.com/clusterconnect/clusterconnect/relay/limits"
 	"github.com/clusterconnect/clusterconnect/relay/store"
 )
 
@@ -425,18 +424,11 @@ func newRelay(cfg *tunnel.Config, clusters ...string) (*relay.Server, func(), tl
 			return nil, nil, tls.Certificate{}, err
 		}
 	}
-	certPEM, keyPEM, err := clusterca.Generate()
+	ca, err := newClusterCA()
 	if err != nil {
 		cleanup()
 		return nil, nil, tls.Certificate{}, err
 	}
-	ca, err := clusterca.Load(certPEM, keyPEM)
-	if err != nil {
-		cleanup()
-		return nil, nil, tls.Certificate{}, err
-	}
-	unlimited := limits.Config{CallerRate: -1, CallerBurst: -1, CallerConcurrent: -1, CallerLongRunning: -1,
-		ClusterRate: -1, ClusterBurst: -1, ClusterConcurrent: -1, ClusterLongRunning: -1}
 	rs, err := relay.New(relay.Config{Store: st, ExternalURL: "https://127.0.0.1", AdminToken: "bench",
 		ClusterCA: ca, Agents: allowAll{}, Tunnel: cfg, Limits: &unlimited})
 	if err != nil {
@@ -449,6 +441,15 @@ func newRelay(cfg *tunnel.Config, clusters ...string) (*relay.Server, func(), tl
 		return nil, nil, tls.Certificate{}, err
 	}
 	return rs, cleanup, cert, nil
+}
+
+// newClusterCA is a fresh relay cluster CA.
+func newClusterCA() (*clusterca.CA, error) {
+	certPEM, keyPEM, err := clusterca.Generate()
+	if err != nil {
+		return nil, err
+	}
+	return clusterca.Load(certPEM, keyPEM)
 }
 
 // adminCert is a relay client certificate of the admin from ca.

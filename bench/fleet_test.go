@@ -13,7 +13,6 @@ import (
 	"github.com/clusterconnect/clusterconnect/clusteragent/connect"
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/relay"
-	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/fleet"
 	"github.com/clusterconnect/clusterconnect/relay/limits"
 	"github.com/clusterconnect/clusterconnect/relay/store"
@@ -55,11 +54,7 @@ func fleetPaths(u *upstreams, p *pki) (owner, forwarded *httpPath, err error) {
 		return nil, nil, fmt.Errorf("etcd: %w", err)
 	}
 	closers = append(closers, etcd.Stop)
-	certPEM, keyPEM, err := clusterca.Generate()
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, err := clusterca.Load(certPEM, keyPEM)
+	ca, err := newClusterCA()
 	if err != nil {
 		return nil, nil, err
 	}
