@@ -104,7 +104,7 @@ func startWith(t *testing.T, n int, header http.Header, sourceClosed chan<- stru
 			http.Error(w, `{"kind":"Status","message":"bad secret"}`, http.StatusUnauthorized)
 			return
 		}
-		s, err := Accept(w, r, &Config{DialTimeout: 2 * time.Second, CloseTimeout: 300 * time.Millisecond})
+		s, err := Accept(w, r, &Config{CloseTimeout: 300 * time.Millisecond})
 		if err != nil {
 			t.Errorf("accept: %v", err)
 			return
