@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/bufpool"
 	"github.com/clusterconnect/clusterconnect/pkg/entra"
 )
 
@@ -129,6 +130,7 @@ func New(cfg Config) (*Proxy, error) {
 			Transport:      rt,
 			FlushInterval:  -1, // watches and logs -f: every chunk goes out as it comes
 			ErrorHandler:   p.proxyError,
+			BufferPool:     bufpool.Pool{},
 			ModifyResponse: recordStatus,
 			ErrorLog:       errLog,
 		}

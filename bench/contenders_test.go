@@ -320,7 +320,7 @@ func tunnelAlone(name, note string, u *upstreams, p *pki, kind agentKind, cfg *t
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &streamPath{name: name, note: note,
-		open: func(ctx context.Context) (net.Conn, error) { return pool.Open(ctx, "bench") },
+		open: func(ctx context.Context) (net.Conn, error) { return pool.OpenEarly(ctx, "bench") },
 		close: func() {
 			cancel()
 			pool.Close()

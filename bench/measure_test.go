@@ -179,7 +179,6 @@ func streamRTT(ctx context.Context, sp *streamPath, iters int) (latency, error) 
 // httpLatency is the time of a whole GET of path on a warm connection.
 func httpLatency(ctx context.Context, hp *httpPath, path string, iters int) (latency, error) {
 	d := make([]time.Duration, 0, iters)
-	buf := make([]byte, chunk)
 	for i := range iters + iters/10 {
 		t0 := time.Now()
 		req, _ := http.NewRequestWithContext(ctx, "GET", hp.base+path, nil)
@@ -187,7 +186,7 @@ func httpLatency(ctx context.Context, hp *httpPath, path string, iters int) (lat
 		if err != nil {
 			return latency{}, err
 		}
-		_, err = io.CopyBuffer(io.Discard, resp.Body, buf)
+		_, err = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if err != nil {
 			return latency{}, err

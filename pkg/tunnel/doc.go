@@ -18,8 +18,11 @@
 // Accept upgrades an already authenticated agent request and returns the
 // relay's Session (the yamux client: only the relay opens streams). A Pool
 // holds a cluster's sessions; Pool.Open opens a stream on the least busy live
-// one and moves on when a session has died or is draining; the relay calls it
-// from its http.Transport's DialContext.
+// one and moves on when a session has died or is draining. Pool.OpenEarly
+// does the same without waiting for the agent's reply: the first bytes
+// written go out with the stream's header, and a refusal comes from the first
+// Read (SPEC.md §3, "Early data"); the relay calls it from its
+// http.Transport's DialContext.
 //
 // # Streams
 //

@@ -115,6 +115,9 @@ func readRequest(r io.Reader) (version uint8, target string, err error) {
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // a header cut short, not a stream closed before one
+		}
 		return version, "", fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	target = string(buf)

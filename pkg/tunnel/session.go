@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/clusterconnect/clusterconnect/pkg/bufpool"
 )
 
 // ErrSessionClosed is returned by Open on a session that is closed or
@@ -236,11 +238,50 @@ func (s *Session) Shutdown(ctx context.Context) error {
 // Open opens a stream to the named target through the agent and waits for
 // the agent's reply. A refusal is a *StreamError. ctx bounds the whole
 // opening (and Config.DialTimeout does when ctx has no earlier deadline); once
-// Open returns, ctx no longer matters to the stream.
+// Open returns, ctx no longer matters to the stream. Pool.OpenEarly opens
+// without waiting.
 func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 	if !validTarget(target) {
 		return nil, fmt.Errorf("tunnel: invalid target name %q", target)
 	}
+	start := time.Now()
+	c, err := s.begin()
+	if err != nil {
+		return nil, err
+	}
+	deadline := start.Add(s.cfg.DialTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	var buf [4 + MaxTargetLen]byte
+	var refused error
+	if _, err = c.Write(appendRequest(buf[:0], target)); err == nil {
+		refused, err = s.answer(c, target, start)
+	}
+	stopped := stop()
+	if err == nil && refused == nil && !stopped {
+		err = ctx.Err() // the deadline was cut short by ctx
+	}
+	if err != nil {
+		c.Close()
+		if ctx.Err() != nil {
+			s.cfg.Metrics.error("handshake")
+			return nil, fmt.Errorf("tunnel: open stream to %q: %w", target, ctx.Err())
+		}
+		return nil, s.handshakeError(target, err)
+	}
+	if refused != nil {
+		c.Close()
+		return nil, refused
+	}
+	return c, nil
+}
+
+// begin opens a yamux stream, counted against MaxStreams, and sends nothing
+// on it yet.
+func (s *Session) begin() (*stream, error) {
 	if s.draining.Load() || s.mux.IsClosed() {
 		return nil, ErrSessionClosed
 	}
@@ -248,7 +289,6 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 		s.release()
 		return nil, ErrTooManyStreams
 	}
-	start := time.Now()
 	st, err := s.mux.OpenStream()
 	if err != nil {
 		s.release()
@@ -261,36 +301,21 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("tunnel: open stream: %w", err)
 	}
-	c := &stream{Stream: st, s: s}
 	if m := s.cfg.Metrics; m != nil {
 		m.Streams.Inc()
 	}
+	return &stream{Stream: st, s: s}, nil
+}
 
-	deadline := start.Add(s.cfg.DialTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = st.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Unix(1, 0)) })
-	version, code, msg, err := s.handshake(st, target)
-	stopped := stop()
-	if err == nil && !stopped {
-		err = ctx.Err() // the deadline was cut short by ctx
-	}
+// answer reads the agent's reply to a request for target sent on c, opened
+// at start. err is a failure to read it; refused is the agent's refusal, a
+// *StreamError, wrapped in ErrSessionClosed when another tunnel may take the
+// stream (too_many_streams, shutting_down). On success c's deadlines are
+// cleared. answer does not close c.
+func (s *Session) answer(c *stream, target string, start time.Time) (refused, err error) {
+	version, code, msg, err := readReply(c)
 	if err != nil {
-		c.Close()
-		s.cfg.Metrics.error("handshake")
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("tunnel: open stream to %q: %w", target, ctx.Err())
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, &timeoutError{fmt.Sprintf("tunnel: agent did not answer a stream to %q within %s", target, s.cfg.DialTimeout)}
-		}
-		if s.mux.IsClosed() {
-			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, err)
-		}
-		return nil, fmt.Errorf("tunnel: open stream to %q: %w", target, err)
+		return nil, err
 	}
 	if version != Version && code != CodeUnsupportedVersion {
 		// The agent answered in a version this side does not speak: its
@@ -298,26 +323,32 @@ func (s *Session) Open(ctx context.Context, target string) (net.Conn, error) {
 		code, msg = CodeUnsupportedVersion, fmt.Sprintf("agent replied with stream header version %d (code %d); this relay speaks version %d", version, uint8(code), Version)
 	}
 	if code != CodeOK {
-		c.Close()
 		s.cfg.Metrics.error(code.String())
+		se := &StreamError{Target: target, Code: code, Message: msg, Version: version}
 		if code == CodeShuttingDown || code == CodeTooManyStreams {
-			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, &StreamError{Target: target, Code: code, Message: msg, Version: version})
+			return fmt.Errorf("%w: %w", ErrSessionClosed, se), nil
 		}
-		return nil, &StreamError{Target: target, Code: code, Message: msg, Version: version}
+		return se, nil
 	}
-	_ = st.SetDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	if m := s.cfg.Metrics; m != nil {
 		m.DialSeconds.Observe(time.Since(start).Seconds())
 	}
-	return c, nil
+	return nil, nil
 }
 
-func (s *Session) handshake(st *yamux.Stream, target string) (uint8, Code, string, error) {
-	var buf [4 + MaxTargetLen]byte
-	if _, err := st.Write(appendRequest(buf[:0], target)); err != nil {
-		return 0, 0, "", err
+// handshakeError is what a failure to send a stream's request or to read its
+// reply (err) is reported as.
+func (s *Session) handshakeError(target string, err error) error {
+	s.cfg.Metrics.error("handshake")
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &timeoutError{fmt.Sprintf("tunnel: agent did not answer a stream to %q within %s", target, s.cfg.DialTimeout)}
 	}
-	return readReply(st)
+	if s.mux.IsClosed() {
+		return fmt.Errorf("%w: %w", ErrSessionClosed, err)
+	}
+	return fmt.Errorf("tunnel: open stream to %q: %w", target, err)
 }
 
 // timeoutError is a net.Error whose Timeout is true.
@@ -404,6 +435,10 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, targets Tar
 	}
 	version, target, err := readRequest(st)
 	switch {
+	case errors.Is(err, io.EOF):
+		// Closed before its header: a relay's early stream that was never
+		// used (SPEC.md §3, "Early data"). Nothing to answer.
+		return
 	case err != nil:
 		refuse(CodeMalformedHeader, err.Error())
 		return
@@ -456,11 +491,11 @@ func pipe(st *stream, up net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(up, st)
+		_, _ = bufpool.Copy(up, st)
 		up.Close()
 		st.Close()
 	}()
-	if _, err := io.Copy(st, up); err != nil {
+	if _, err := bufpool.Copy(st, up); err != nil {
 		up.Close()
 	}
 	st.Close() // a FIN: the relay reads EOF

@@ -45,26 +45,7 @@ func overConns(t *testing.T, rc, ac net.Conn, cfg *Config) (relay, agent *Sessio
 }
 
 func tcpSessions(t *testing.T, cfg *Config) (relay, agent *Session) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	ac, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := <-accepted
-	if rc == nil {
-		t.Fatal("accept failed")
-	}
-	return overConns(t, rc, ac, cfg)
+	return tcpSessionsWith(t, cfg, cfg)
 }
 
 func wsSessions(t *testing.T, cfg *Config) (relay, agent *Session) {

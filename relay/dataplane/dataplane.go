@@ -25,6 +25,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/bufpool"
 	"github.com/clusterconnect/clusterconnect/pkg/tunnel"
 )
 
@@ -151,6 +152,7 @@ func New(cfg Config) (*Plane, error) {
 		// go out in full buffers rather than one TLS record per write.
 		FlushInterval:  0,
 		ErrorHandler:   p.proxyError,
+		BufferPool:     bufpool.Pool{},
 		ModifyResponse: func(r *http.Response) error { p.reqs.WithLabelValues(fmt.Sprint(r.StatusCode)).Inc(); return nil },
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
@@ -455,7 +457,10 @@ func (p *Plane) dialCluster(ctx context.Context, _, addr string) (net.Conn, erro
 	if pl == nil {
 		return nil, tunnel.ErrNoTunnel
 	}
-	return pl.Open(ctx, api.KubeTarget)
+	// One round trip, not two: the request goes out with the stream's
+	// header, and the agent's refusal, if any, comes out of the
+	// transport's read of the response (proxyError maps it as before).
+	return pl.OpenEarly(ctx, api.KubeTarget)
 }
 
 // busy reports whether a Pool.Open error means that tunnels are up but every

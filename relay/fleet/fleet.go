@@ -34,6 +34,7 @@ import (
 
 	"github.com/clusterconnect/clusterconnect/pkg/api"
 	"github.com/clusterconnect/clusterconnect/pkg/apistatus"
+	"github.com/clusterconnect/clusterconnect/pkg/bufpool"
 	"github.com/clusterconnect/clusterconnect/relay/clusterca"
 	"github.com/clusterconnect/clusterconnect/relay/dataplane"
 )
@@ -135,6 +136,7 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 		Transport:     &nextOwner{f: f, tr: tr},
 		FlushInterval: -1,
 		ErrorHandler:  f.proxyError,
+		BufferPool:    bufpool.Pool{},
 		ErrorLog:      slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
 	}
 	if _, err := f.peerCert(nil); err != nil {
