@@ -4,17 +4,39 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 type writesConn struct {
 	net.Conn
+	mu     sync.Mutex
 	writes [][]byte
 }
 
 func (c *writesConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.writes = append(c.writes, bytes.Clone(p))
 	return len(p), nil
+}
+
+func (c *writesConn) Close() error { return nil }
+
+func (c *writesConn) taken() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.writes
+	c.writes = nil
+	return w
+}
+
+func withFlags(h []byte, flags uint16) []byte {
+	binary.BigEndian.PutUint16(h[2:], flags)
+	return h
 }
 
 func yamuxHeader(typ byte, length uint32) []byte {
@@ -55,6 +77,56 @@ func TestWSConnJoinsDataHeaderAndBody(t *testing.T) {
 	if len(under.writes) != 2 {
 		t.Fatalf("control frames: %d writes, want 2", len(under.writes))
 	}
+}
+
+// A stream's opening frames (SYN, ACK) travel with the next write: the
+// relay's request header, the agent's reply. Frames that also close, and
+// everything else, are not held; a held frame goes out alone after
+// holdDelay when nothing follows.
+func TestWSConnSendsOpeningFramesWithTheNextWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		under := &writesConn{}
+		c := newWSConn(under, nil)
+		defer c.Close()
+		syn := withFlags(yamuxHeader(yamuxTypeWindowUpdate, 0), yamuxFlagSYN)
+		hdr, body := yamuxHeader(yamuxTypeData, 5), []byte("hello")
+		for _, p := range [][]byte{syn, hdr, body} {
+			c.Write(p)
+		}
+		if w := under.taken(); len(w) != 1 || !bytes.Equal(w[0], slices.Concat(syn, hdr, body)) {
+			t.Fatalf("SYN, data header, body: %d writes, want one with all three", len(w))
+		}
+
+		ack := withFlags(yamuxHeader(yamuxTypeWindowUpdate, 0), yamuxFlagACK)
+		ping := yamuxHeader(2, 7)
+		c.Write(ack)
+		c.Write(ping)
+		if w := under.taken(); len(w) != 1 || !bytes.Equal(w[0], slices.Concat(ack, ping)) {
+			t.Fatalf("ACK, ping: %d writes, want one with both", len(w))
+		}
+
+		for _, h := range [][]byte{
+			withFlags(yamuxHeader(yamuxTypeWindowUpdate, 0), yamuxFlagSYN|yamuxFlagFIN),
+			withFlags(yamuxHeader(yamuxTypeWindowUpdate, 0), yamuxFlagACK|yamuxFlagRST),
+			yamuxHeader(yamuxTypeWindowUpdate, 1<<20),
+		} {
+			c.Write(h)
+			if w := under.taken(); len(w) != 1 {
+				t.Fatalf("flags %#x: %d writes, want it sent at once", binary.BigEndian.Uint16(h[2:]), len(w))
+			}
+		}
+
+		c.Write(syn)
+		synctest.Wait()
+		if w := under.taken(); len(w) != 0 {
+			t.Fatal("a lone SYN went out before holdDelay")
+		}
+		time.Sleep(holdDelay)
+		synctest.Wait()
+		if w := under.taken(); len(w) != 1 || !bytes.Equal(w[0], syn) {
+			t.Fatalf("a lone SYN after holdDelay: %d writes, want it alone", len(w))
+		}
+	})
 }
 
 func BenchmarkWSConnDataFrame(b *testing.B) {
