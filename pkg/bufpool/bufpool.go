@@ -30,13 +30,67 @@ func (Pool) Put(b []byte) {
 	pool.Put(&b)
 }
 
-// Copy is io.Copy through a lent buffer. Unlike io.CopyBuffer it always
-// uses that buffer: dst's ReadFrom and src's WriteTo are bypassed, since on
-// sockets and TLS connections they fall back to allocating one of their own.
+// Large is the buffer Copy moves to while the data keeps coming: a bulk
+// transfer (a large response, a log or watch burst) then costs a quarter of
+// the reads, writes and tunnel frames (docs/performance.md).
+const Large = 128 << 10
+
+var largePool = sync.Pool{New: func() any { b := make([]byte, Large); return &b }}
+
+// Copy is io.Copy through a lent Size buffer. Unlike io.CopyBuffer it
+// always uses that buffer: dst's ReadFrom and src's WriteTo are bypassed,
+// since on sockets and TLS connections they fall back to allocating one of
+// their own.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
 	bp := pool.Get().(*[]byte)
 	defer pool.Put(bp)
 	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+}
+
+// CopyBulk is Copy that reads into a Size buffer and, after a read that
+// filled it, into a Large one, until a read comes back shorter than Size:
+// an idle or trickling stream holds one small buffer, a bulk one reads in
+// large pieces. The agent copies its upstream's answers into the tunnel
+// with it.
+func CopyBulk(dst io.Writer, src io.Reader) (written int64, err error) {
+	small := pool.Get().(*[]byte)
+	defer pool.Put(small)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largePool.Put(large)
+		}
+	}()
+	for {
+		buf := *small
+		if large != nil {
+			buf = *large
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
+			}
+			if m != n {
+				return written, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+		switch {
+		case large == nil && n == Size:
+			large = largePool.Get().(*[]byte)
+		case large != nil && n < Size:
+			largePool.Put(large)
+			large = nil
+		}
+	}
 }
 
 type writerOnly struct{ io.Writer }

@@ -495,7 +495,9 @@ func pipe(st *stream, up net.Conn) {
 		up.Close()
 		st.Close()
 	}()
-	if _, err := bufpool.Copy(st, up); err != nil {
+	// The upstream's answers are what moves in bulk (responses, logs,
+	// watch bursts): read them in large pieces while they keep coming.
+	if _, err := bufpool.CopyBulk(st, up); err != nil {
 		up.Close()
 	}
 	st.Close() // a FIN: the relay reads EOF
