@@ -46,7 +46,10 @@ type wsConn struct {
 	mu    sync.Mutex
 	held  [3 * yamuxHeaderSize]byte // headers held back, in order
 	nheld int
-	flush *time.Timer // sends held opening frames after holdDelay; nil until first needed
+	// bodyNext: the last write was a data frame's header, so the next is
+	// its body (yamux writes it in one call).
+	bodyNext bool
+	flush    *time.Timer // sends held opening frames after holdDelay; nil until first needed
 
 	// onClose runs once when yamux closes the connection, which it does on
 	// every way a session ends; it replaces a goroutine per session waiting
@@ -112,7 +115,15 @@ func holdable(p []byte) (ok, opening bool) {
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ok, opening := holdable(p); ok && c.nheld+len(p) <= len(c.held) {
+	// After a data header comes its body, in one write: whatever its bytes
+	// look like, it is never a header to hold.
+	body := c.bodyNext
+	ok, opening := false, false
+	if !body {
+		ok, opening = holdable(p)
+	}
+	c.bodyNext = ok && !opening // a data header: its body is next
+	if ok && c.nheld+len(p) <= len(c.held) {
 		c.nheld += copy(c.held[c.nheld:], p)
 		if opening {
 			if c.flush == nil {

@@ -116,6 +116,14 @@ func TestWSConnSendsOpeningFramesWithTheNextWrite(t *testing.T) {
 			}
 		}
 
+		// A 12-byte body that looks like a data header is sent, not held.
+		lookalike := yamuxHeader(yamuxTypeData, 7)
+		c.Write(yamuxHeader(yamuxTypeData, 12))
+		c.Write(lookalike)
+		if w := under.taken(); len(w) != 1 || !bytes.Equal(w[0], slices.Concat(yamuxHeader(yamuxTypeData, 12), lookalike)) {
+			t.Fatalf("data header + a 12-byte body shaped like a header: %d writes, want one with both", len(w))
+		}
+
 		c.Write(syn)
 		synctest.Wait()
 		if w := under.taken(); len(w) != 0 {

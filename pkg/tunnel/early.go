@@ -196,9 +196,16 @@ func (c *earlyConn) settle() error {
 		}
 		if !c.hdrSent {
 			if err := c.sendHeader(nil); err != nil {
-				c.fail(c.cur.s.handshakeError(c.target, err))
+				// Nothing of the caller's was sent: another tunnel may take it.
+				c.cur.Close()
+				c.last = c.cur.s.handshakeError(c.target, err)
+				if err := c.next(); err != nil {
+					c.fail(err)
+					c.mu.Unlock()
+					break
+				}
 				c.mu.Unlock()
-				break
+				continue
 			}
 		}
 		st, start := c.cur, c.start
@@ -246,10 +253,11 @@ func (c *earlyConn) Close() error {
 		return nil
 	}
 	c.closed = true
-	if c.err == nil {
-		return c.cur.Close()
+	if !c.settled.Load() {
+		// Wake a read of the reply: a yamux close is only a half-close.
+		_ = c.cur.SetDeadline(time.Unix(1, 0))
 	}
-	return nil
+	return c.cur.Close() // the stream's count drops once, however it ended
 }
 
 func (c *earlyConn) LocalAddr() net.Addr {
