@@ -280,27 +280,24 @@ func (c *earlyConn) SetDeadline(t time.Time) error {
 }
 
 func (c *earlyConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.settled.Load() {
-		c.rdl = t
-		return nil
-	}
-	if c.err != nil {
-		return c.err
-	}
-	return c.cur.SetReadDeadline(t)
+	return c.setDeadline(t, &c.rdl, func(st *stream) error { return st.SetReadDeadline(t) })
 }
 
 func (c *earlyConn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(t, &c.wdl, func(st *stream) error { return st.SetWriteDeadline(t) })
+}
+
+// setDeadline keeps t in *pending until the reply (settle applies it), and
+// sets it on the stream after.
+func (c *earlyConn) setDeadline(t time.Time, pending *time.Time, set func(*stream) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.settled.Load() {
-		c.wdl = t
+		*pending = t
 		return nil
 	}
 	if c.err != nil {
 		return c.err
 	}
-	return c.cur.SetWriteDeadline(t)
+	return set(c.cur)
 }
